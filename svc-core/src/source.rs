@@ -1,0 +1,49 @@
+//! Sources of Services and EndpointSlices. Each turns what it reads into store [`Event`]s and
+//! sends them to the one [`Writer`](crate::store::Writer).
+//!
+//! - [`kube`]: list+watch against the Kubernetes API, with bookmarks, backoff, relist on
+//!   410 Gone and stalled-watch detection.
+//! - [`manifests`]: a YAML file or directory, reloaded when it changes.
+
+pub mod kube;
+pub mod manifests;
+
+use crate::model::{EndpointSlice, ModelError, Service};
+use crate::store::Event;
+
+/// Converts an API object, logging a failure once per object version.
+pub(crate) fn convert<K, T>(obj: &K, kind: &'static str) -> Result<T, ModelError>
+where
+    K: ::kube::Resource,
+    T: for<'a> TryFrom<&'a K, Error = ModelError>,
+{
+    T::try_from(obj).inspect_err(|error| {
+        let meta = obj.meta();
+        tracing::warn!(
+            kind,
+            namespace = meta.namespace.as_deref().unwrap_or(""),
+            name = meta.name.as_deref().unwrap_or(""),
+            resource_version = meta.resource_version.as_deref().unwrap_or(""),
+            %error,
+            "skipping invalid object; keeping its last good version, if any"
+        );
+    })
+}
+
+/// Either kind of object we route on, converted.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// A Service.
+    Service(Service),
+    /// An EndpointSlice.
+    Slice(EndpointSlice),
+}
+
+impl From<Object> for Event {
+    fn from(o: Object) -> Self {
+        match o {
+            Object::Service(s) => Event::ApplyService(s),
+            Object::Slice(s) => Event::ApplySlice(s),
+        }
+    }
+}

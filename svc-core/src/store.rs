@@ -1,0 +1,253 @@
+//! The store: one [`Writer`] applies changes, any number of [`Store`] readers look things up
+//! and subscribe.
+//!
+//! Readers get `Arc<ServiceSnapshot>`s, never lock guards: a lookup takes a read lock only long
+//! enough to clone an `Arc`. Subscriptions are built on `tokio::sync::watch`, so a slow
+//! subscriber never blocks the writer; it skips intermediate states and sees the latest one.
+
+mod freshness;
+mod index;
+mod snapshot;
+mod subscribe;
+mod writer;
+
+pub use freshness::{
+    Freshness, LagHistogram, LagSnapshot, ResourceKind, WatchFreshness, WatchStats, LAG_BUCKETS,
+};
+pub use index::{VipKind, VipMatch};
+pub use snapshot::{PortEndpoint, PortSnapshot, ServiceSnapshot};
+pub use subscribe::{ChangeFeed, EndpointUpdates, PortRef, Update};
+pub use writer::{Event, Writer};
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::model::{Protocol, ServiceKey};
+use crate::name;
+use index::{Index, VipKey};
+use subscribe::FeedShared;
+
+/// How names are qualified.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The cluster DNS domain (default `cluster.local`).
+    pub cluster_domain: String,
+    /// The namespace that a bare `svc` name means (default `default`).
+    pub default_namespace: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".into(),
+            default_namespace: "default".into(),
+        }
+    }
+}
+
+type ServiceWatch = watch::Sender<Option<Arc<ServiceSnapshot>>>;
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Synced {
+    services: bool,
+    slices: bool,
+}
+
+struct Shared {
+    config: StoreConfig,
+    index: RwLock<Index>,
+    watchers: Mutex<HashMap<ServiceKey, ServiceWatch>>,
+    feeds: Mutex<Vec<Weak<FeedShared>>>,
+    synced: watch::Sender<Synced>,
+    freshness: Freshness,
+}
+
+impl Shared {
+    fn new(config: StoreConfig) -> Self {
+        Self {
+            config,
+            index: RwLock::default(),
+            watchers: Mutex::default(),
+            feeds: Mutex::default(),
+            synced: watch::Sender::new(Synced::default()),
+            freshness: Freshness::default(),
+        }
+    }
+
+    fn mark_synced(&self, kind: ResourceKind) {
+        self.synced.send_if_modified(|s| {
+            let flag = match kind {
+                ResourceKind::Service => &mut s.services,
+                ResourceKind::EndpointSlice => &mut s.slices,
+            };
+            !std::mem::replace(flag, true)
+        });
+    }
+
+    fn publish(&self, snapshots: Vec<(ServiceKey, Option<Arc<ServiceSnapshot>>)>) {
+        {
+            let mut index = self.index.write();
+            for (key, snap) in &snapshots {
+                index.set(key, snap.clone());
+            }
+        }
+        {
+            let mut watchers = self.watchers.lock();
+            for (key, snap) in &snapshots {
+                if let Some(tx) = watchers.get(key) {
+                    if tx.receiver_count() == 0 {
+                        watchers.remove(key);
+                    } else {
+                        tx.send_replace(snap.clone());
+                    }
+                }
+            }
+        }
+        let mut feeds = self.feeds.lock();
+        feeds.retain(|feed| match feed.upgrade() {
+            Some(feed) => {
+                feed.push(snapshots.iter().map(|(k, _)| k.clone()));
+                true
+            }
+            None => false,
+        });
+    }
+}
+
+/// The reading half of the store: `Clone`, cheap, read-only.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("services", &self.len())
+            .field("synced", &self.is_synced())
+            .finish()
+    }
+}
+
+impl Store {
+    /// The naming configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// The Service with this key.
+    pub fn get(&self, key: &ServiceKey) -> Option<Arc<ServiceSnapshot>> {
+        self.get_parts(&key.namespace, &key.name)
+    }
+
+    /// The Service `name` in `namespace`.
+    pub fn get_parts(&self, namespace: &str, name: &str) -> Option<Arc<ServiceSnapshot>> {
+        self.shared.index.read().get(namespace, name).cloned()
+    }
+
+    /// The Service a pod would reach by this host name: `svc`, `svc.ns`, `svc.ns.svc` or
+    /// `svc.ns.svc.<cluster-domain>` (a trailing dot and upper case are accepted).
+    pub fn resolve_name(&self, host: &str) -> Option<Arc<ServiceSnapshot>> {
+        let config = &self.shared.config;
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.resolve_name(&host.to_ascii_lowercase());
+        }
+        let parts = name::parse(host, &config.cluster_domain)?;
+        let namespace = parts.namespace.unwrap_or(&config.default_namespace);
+        self.get_parts(namespace, parts.name)
+    }
+
+    /// The Service port reached at `ip:port` over `protocol`: a cluster IP, an external IP or a
+    /// load-balancer ingress IP.
+    pub fn lookup_vip(&self, ip: IpAddr, port: u16, protocol: Protocol) -> Option<VipMatch> {
+        let key = VipKey {
+            ip: Some(ip),
+            port,
+            protocol,
+        };
+        self.shared.index.read().vip(&key).cloned()
+    }
+
+    /// The Service port reached at a NodePort.
+    pub fn lookup_node_port(&self, port: u16, protocol: Protocol) -> Option<VipMatch> {
+        let key = VipKey {
+            ip: None,
+            port,
+            protocol,
+        };
+        self.shared.index.read().vip(&key).cloned()
+    }
+
+    /// Every Service, sorted by key.
+    pub fn services(&self) -> Vec<Arc<ServiceSnapshot>> {
+        let mut all: Vec<_> = self.shared.index.read().iter().cloned().collect();
+        all.sort_unstable_by(|a, b| a.service.key.cmp(&b.service.key));
+        all
+    }
+
+    /// The number of Services.
+    pub fn len(&self) -> usize {
+        self.shared.index.read().len()
+    }
+
+    /// Whether there are no Services.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A coalescing watch on one Service: the receiver always holds its latest snapshot
+    /// (`None` while it does not exist).
+    pub fn watch_service(&self, key: &ServiceKey) -> watch::Receiver<Option<Arc<ServiceSnapshot>>> {
+        let mut watchers = self.shared.watchers.lock();
+        if let Some(tx) = watchers.get(key) {
+            return tx.subscribe();
+        }
+        // Read the current state while holding the watcher lock: the writer publishes to the
+        // index before it takes this lock, so no update can fall between the read and the
+        // registration.
+        let tx = watch::Sender::new(self.get(key));
+        let rx = tx.subscribe();
+        watchers.insert(key.clone(), tx);
+        rx
+    }
+
+    /// A stream of [`Update`]s for one Service port (linkerd's resolution shape): `Reset` with
+    /// the full set first, then `Add`/`Remove`, or `DoesNotExist` while the Service or port
+    /// is missing.
+    pub fn subscribe(&self, key: &ServiceKey, port: PortRef) -> EndpointUpdates {
+        EndpointUpdates::new(self.watch_service(key), port)
+    }
+
+    /// A feed of the keys of Services that changed (added, changed or removed). It starts with
+    /// every Service that exists now, and coalesces: a slow reader gets each changed key once.
+    pub fn changes(&self) -> ChangeFeed {
+        let feed = Arc::new(FeedShared::default());
+        let mut feeds = self.shared.feeds.lock();
+        // Seed under the feeds lock, so that nothing published meanwhile is missed.
+        feed.push(self.shared.index.read().iter().map(|s| s.service.key.clone()));
+        feeds.push(Arc::downgrade(&feed));
+        ChangeFeed::new(feed)
+    }
+
+    /// Whether the initial lists of both Services and EndpointSlices have been applied.
+    pub fn is_synced(&self) -> bool {
+        let s = *self.shared.synced.borrow();
+        s.services && s.slices
+    }
+
+    /// Resolves once the initial lists of both Services and EndpointSlices have been applied.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.shared.synced.subscribe();
+        // The sender lives in `shared`, which `self` keeps alive, so this cannot fail.
+        let _ = rx.wait_for(|s| s.services && s.slices).await;
+    }
+
+    /// Watch activity and propagation lag.
+    pub fn freshness(&self) -> &Freshness {
+        &self.shared.freshness
+    }
+}
