@@ -49,3 +49,6 @@ impl fmt::Display for ServiceKey {
         write!(f, "{}/{}", self.namespace, self.name)
     }
 }
+
+#[cfg(test)]
+mod tests;
