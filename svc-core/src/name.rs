@@ -42,7 +42,10 @@ mod tests {
         assert_eq!(p("web.shop"), Some(("web", Some("shop"))));
         assert_eq!(p("web.shop.svc"), Some(("web", Some("shop"))));
         assert_eq!(p("web.shop.svc.cluster.local"), Some(("web", Some("shop"))));
-        assert_eq!(p("web.shop.svc.cluster.local."), Some(("web", Some("shop"))));
+        assert_eq!(
+            p("web.shop.svc.cluster.local."),
+            Some(("web", Some("shop")))
+        );
     }
 
     #[test]

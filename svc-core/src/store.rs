@@ -228,7 +228,13 @@ impl Store {
         let feed = Arc::new(FeedShared::default());
         let mut feeds = self.shared.feeds.lock();
         // Seed under the feeds lock, so that nothing published meanwhile is missed.
-        feed.push(self.shared.index.read().iter().map(|s| s.service.key.clone()));
+        feed.push(
+            self.shared
+                .index
+                .read()
+                .iter()
+                .map(|s| s.service.key.clone()),
+        );
         feeds.push(Arc::downgrade(&feed));
         ChangeFeed::new(feed)
     }

@@ -41,18 +41,33 @@ fn start(server: &FakeApiServer, config: Config) -> Harness {
 async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn addrs(store: &Store, ns: &str, name: &str) -> Option<Vec<String>> {
     let s = store.get(&ServiceKey::new(ns, name))?;
-    Some(s.ports.first()?.endpoints.iter().map(|e| e.addr.to_string()).collect())
+    Some(
+        s.ports
+            .first()?
+            .endpoints
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect(),
+    )
 }
 
 fn web(server: &FakeApiServer, ips: &[&str]) {
-    server.apply_service(service("shop", "web").cluster_ip("127.0.0.77").port("http", 80, 8080).build());
+    server.apply_service(
+        service("shop", "web")
+            .cluster_ip("127.0.0.77")
+            .port("http", 80, 8080)
+            .build(),
+    );
     server.apply_slice(
         endpoint_slice("shop", "web-1", "web")
             .port(Some("http"), 8080)
@@ -66,15 +81,34 @@ async fn initial_sync_then_add_change_delete() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11", "127.0.0.12"]);
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.expect("synced");
-    assert_eq!(addrs(&h.store, "shop", "web").unwrap(), ["127.0.0.11:8080", "127.0.0.12:8080"]);
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .expect("synced");
+    assert_eq!(
+        addrs(&h.store, "shop", "web").unwrap(),
+        ["127.0.0.11:8080", "127.0.0.12:8080"]
+    );
 
-    server.apply_service(service("shop", "api").cluster_ip("127.0.0.78").port("grpc", 90, 9090).build());
-    eventually("api added", || async { h.store.resolve_name("api.shop").is_some() }).await;
+    server.apply_service(
+        service("shop", "api")
+            .cluster_ip("127.0.0.78")
+            .port("grpc", 90, 9090)
+            .build(),
+    );
+    eventually("api added", || async {
+        h.store.resolve_name("api.shop").is_some()
+    })
+    .await;
     web(&server, &["127.0.0.13"]);
-    eventually("web changed", || async { addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.13:8080"] }).await;
+    eventually("web changed", || async {
+        addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.13:8080"]
+    })
+    .await;
     server.delete_service("shop", "web");
-    eventually("web deleted", || async { h.store.resolve_name("web.shop").is_none() }).await;
+    eventually("web deleted", || async {
+        h.store.resolve_name("web.shop").is_none()
+    })
+    .await;
     assert_eq!(server.list_count(Kind::Service), 1, "no relist was needed");
 }
 
@@ -83,9 +117,16 @@ async fn readiness_flip_reaches_a_subscriber() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
     let h = start(&server, Config::default());
-    let mut sub = h.store.subscribe(&ServiceKey::new("shop", "web"), PortRef::Name(Some("http".into())));
+    let mut sub = h.store.subscribe(
+        &ServiceKey::new("shop", "web"),
+        PortRef::Name(Some("http".into())),
+    );
     loop {
-        match tokio::time::timeout(PATIENCE, sub.next()).await.unwrap().unwrap() {
+        match tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Update::Reset(eps) if !eps.is_empty() => break,
             _ => continue,
         }
@@ -96,7 +137,11 @@ async fn readiness_flip_reaches_a_subscriber() {
             .endpoint(EndpointSpec::new("127.0.0.11").ready(false))
             .build(),
     );
-    match tokio::time::timeout(PATIENCE, sub.next()).await.unwrap().unwrap() {
+    match tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         Update::Add(eps) => {
             assert_eq!(eps.len(), 1);
             assert!(!eps[0].endpoint.conditions.ready);
@@ -110,24 +155,43 @@ async fn dropped_watch_resumes_without_losing_events() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.unwrap();
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .unwrap();
     server.wait_for_open_watches(2).await;
     for i in 0..5 {
         server.drop_watches();
         web(&server, &[&format!("127.0.0.{}", 20 + i)]);
     }
-    eventually("last change arrived", || async { addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.24:8080"] }).await;
-    assert_eq!(server.list_count(Kind::EndpointSlice), 1, "resumed from the resourceVersion, no relist");
-    assert!(server.watch_count(Kind::EndpointSlice) >= 2, "the watch was re-opened");
+    eventually("last change arrived", || async {
+        addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.24:8080"]
+    })
+    .await;
+    assert_eq!(
+        server.list_count(Kind::EndpointSlice),
+        1,
+        "resumed from the resourceVersion, no relist"
+    );
+    assert!(
+        server.watch_count(Kind::EndpointSlice) >= 2,
+        "the watch was re-opened"
+    );
 }
 
 #[tokio::test]
 async fn gone_leads_to_a_relist_that_removes_objects_deleted_meanwhile() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
-    server.apply_service(service("shop", "old").cluster_ip("127.0.0.79").port("http", 80, 8080).build());
+    server.apply_service(
+        service("shop", "old")
+            .cluster_ip("127.0.0.79")
+            .port("http", 80, 8080)
+            .build(),
+    );
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.unwrap();
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .unwrap();
     server.wait_for_open_watches(2).await;
     assert!(h.store.resolve_name("old.shop").is_some());
     // The watch goes quiet; meanwhile objects change and history is compacted.
@@ -137,8 +201,14 @@ async fn gone_leads_to_a_relist_that_removes_objects_deleted_meanwhile() {
     server.compact();
     server.drop_watches();
     server.stall_watches(false);
-    eventually("relist removed the deleted service", || async { h.store.resolve_name("old.shop").is_none() }).await;
-    eventually("relist applied the change", || async { addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.12:8080"] }).await;
+    eventually("relist removed the deleted service", || async {
+        h.store.resolve_name("old.shop").is_none()
+    })
+    .await;
+    eventually("relist applied the change", || async {
+        addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.12:8080"]
+    })
+    .await;
     assert!(server.list_count(Kind::Service) >= 2, "a relist happened");
     assert!(h.store.freshness().services.stats().relists >= 2);
 }
@@ -149,9 +219,15 @@ async fn server_errors_and_throttling_back_off_and_recover() {
     web(&server, &["127.0.0.11"]);
     server.fail_next(2, 500);
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.expect("recovered from 500s");
-    let errors = h.store.freshness().services.stats().errors + h.store.freshness().slices.stats().errors;
-    assert_eq!(errors, 2, "both 500s were seen, counted and retried with backoff");
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .expect("recovered from 500s");
+    let errors =
+        h.store.freshness().services.stats().errors + h.store.freshness().slices.stats().errors;
+    assert_eq!(
+        errors, 2,
+        "both 500s were seen, counted and retried with backoff"
+    );
 
     // 429 with Retry-After: kube's client retry layer honours the header, then we carry on.
     server.wait_for_open_watches(2).await;
@@ -159,16 +235,26 @@ async fn server_errors_and_throttling_back_off_and_recover() {
     server.fail_next_with_retry_after(1, 429, 1);
     server.drop_watches();
     web(&server, &["127.0.0.12"]);
-    eventually("recovered after throttling", || async { addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.12:8080"] }).await;
-    assert!(server.request_count() >= requests + 2, "the throttled request was retried");
-    let after = h.store.freshness().services.stats().errors + h.store.freshness().slices.stats().errors;
+    eventually("recovered after throttling", || async {
+        addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.12:8080"]
+    })
+    .await;
+    assert!(
+        server.request_count() >= requests + 2,
+        "the throttled request was retried"
+    );
+    let after =
+        h.store.freshness().services.stats().errors + h.store.freshness().slices.stats().errors;
     assert_eq!(after, errors, "the client's retry layer absorbed the 429");
 
     // A failing re-watch (503 beyond the client's own retries would be retried by us too).
     server.fail_next(2, 500);
     server.drop_watches();
     web(&server, &["127.0.0.13"]);
-    eventually("recovered after failing re-watches", || async { addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.13:8080"] }).await;
+    eventually("recovered after failing re-watches", || async {
+        addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.13:8080"]
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -176,22 +262,41 @@ async fn stalled_watch_is_detected_and_restarted() {
     let server = FakeApiServer::start().await;
     server.set_bookmark_interval(Some(Duration::from_millis(50)));
     web(&server, &["127.0.0.11"]);
-    let config = Config { stall_timeout: Duration::from_millis(500), ..Config::default() };
+    let config = Config {
+        stall_timeout: Duration::from_millis(500),
+        ..Config::default()
+    };
     let h = start(&server, config);
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.unwrap();
-    eventually("bookmarks counted", || async { h.store.freshness().slices.stats().bookmarks > 0 }).await;
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .unwrap();
+    eventually("bookmarks counted", || async {
+        h.store.freshness().slices.stats().bookmarks > 0
+    })
+    .await;
     let before = h.store.freshness().slices.stats().stall_restarts;
     server.stall_watches(true);
     web(&server, &["127.0.0.12"]);
-    eventually("stall detected", || async { h.store.freshness().slices.stats().stall_restarts > before }).await;
+    eventually("stall detected", || async {
+        h.store.freshness().slices.stats().stall_restarts > before
+    })
+    .await;
     server.stall_watches(false);
-    eventually("restarted watch delivered the change", || async { addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.12:8080"] }).await;
+    eventually("restarted watch delivered the change", || async {
+        addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.12:8080"]
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn three_slices_with_per_slice_named_target_ports() {
     let server = FakeApiServer::start().await;
-    server.apply_service(service("shop", "web").cluster_ip("127.0.0.77").port_named_target("http", 80, "web").build());
+    server.apply_service(
+        service("shop", "web")
+            .cluster_ip("127.0.0.77")
+            .port_named_target("http", 80, "web")
+            .build(),
+    );
     for (i, port) in [8080, 8081, 8082].into_iter().enumerate() {
         server.apply_slice(
             endpoint_slice("shop", &format!("web-{i}"), "web")
@@ -201,22 +306,51 @@ async fn three_slices_with_per_slice_named_target_ports() {
                 .build(),
         );
     }
-    let h = start(&server, Config { page_size: 1, ..Config::default() });
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.unwrap();
+    let h = start(
+        &server,
+        Config {
+            page_size: 1,
+            ..Config::default()
+        },
+    );
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .unwrap();
     assert_eq!(
         addrs(&h.store, "shop", "web").unwrap(),
-        ["127.0.0.11:8080", "127.0.0.12:8081", "127.0.0.13:8082", "127.0.0.50:8080", "127.0.0.50:8081", "127.0.0.50:8082"],
+        [
+            "127.0.0.11:8080",
+            "127.0.0.12:8081",
+            "127.0.0.13:8082",
+            "127.0.0.50:8080",
+            "127.0.0.50:8081",
+            "127.0.0.50:8082"
+        ],
         "every slice resolves the named port itself; IP:port is the identity"
     );
-    assert!(server.list_count(Kind::EndpointSlice) >= 3, "listed page by page");
+    assert!(
+        server.list_count(Kind::EndpointSlice) >= 3,
+        "listed page by page"
+    );
 }
 
 #[tokio::test]
 async fn streaming_lists_namespace_and_label_selector() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
-    server.apply_service(service("other", "web").cluster_ip("127.0.0.80").port("http", 80, 8080).build());
-    server.apply_service(service("shop", "hidden").label("tier", "internal").cluster_ip("127.0.0.81").port("http", 80, 8080).build());
+    server.apply_service(
+        service("other", "web")
+            .cluster_ip("127.0.0.80")
+            .port("http", 80, 8080)
+            .build(),
+    );
+    server.apply_service(
+        service("shop", "hidden")
+            .label("tier", "internal")
+            .cluster_ip("127.0.0.81")
+            .port("http", 80, 8080)
+            .build(),
+    );
     let config = Config {
         namespace: Some("shop".into()),
         label_selector: Some("tier!=internal".into()),
@@ -224,29 +358,72 @@ async fn streaming_lists_namespace_and_label_selector() {
         ..Config::default()
     };
     let h = start(&server, config);
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.unwrap();
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .unwrap();
     assert_eq!(addrs(&h.store, "shop", "web").unwrap(), ["127.0.0.11:8080"]);
-    assert!(h.store.get(&ServiceKey::new("other", "web")).is_none(), "other namespace not watched");
-    assert!(h.store.get(&ServiceKey::new("shop", "hidden")).is_none(), "label selector applied");
-    assert_eq!(server.list_count(Kind::Service), 0, "streaming list, not a paginated one");
+    assert!(
+        h.store.get(&ServiceKey::new("other", "web")).is_none(),
+        "other namespace not watched"
+    );
+    assert!(
+        h.store.get(&ServiceKey::new("shop", "hidden")).is_none(),
+        "label selector applied"
+    );
+    assert_eq!(
+        server.list_count(Kind::Service),
+        0,
+        "streaming list, not a paginated one"
+    );
     web(&server, &["127.0.0.12"]);
-    eventually("watch after streaming list", || async { addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.12:8080"] }).await;
+    eventually("watch after streaming list", || async {
+        addrs(&h.store, "shop", "web").unwrap() == ["127.0.0.12:8080"]
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn invalid_object_is_skipped_and_others_still_apply() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
-    server.apply_service(service("shop", "bad").cluster_ip("127.0.0.300").port("http", 80, 8080).build());
+    server.apply_service(
+        service("shop", "bad")
+            .cluster_ip("127.0.0.300")
+            .port("http", 80, 8080)
+            .build(),
+    );
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.unwrap();
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .unwrap();
     assert!(h.store.resolve_name("bad.shop").is_none());
     assert!(h.store.resolve_name("web.shop").is_some());
     // A bad update keeps the last good version.
-    server.apply_service(service("shop", "web").cluster_ip("not-an-ip").port("http", 80, 8080).build());
-    server.apply_service(service("shop", "api").cluster_ip("127.0.0.82").port("http", 80, 8080).build());
-    eventually("later good object applied", || async { h.store.resolve_name("api.shop").is_some() }).await;
-    assert_eq!(h.store.resolve_name("web.shop").unwrap().service.cluster_ips[0].to_string(), "127.0.0.77");
+    server.apply_service(
+        service("shop", "web")
+            .cluster_ip("not-an-ip")
+            .port("http", 80, 8080)
+            .build(),
+    );
+    server.apply_service(
+        service("shop", "api")
+            .cluster_ip("127.0.0.82")
+            .port("http", 80, 8080)
+            .build(),
+    );
+    eventually("later good object applied", || async {
+        h.store.resolve_name("api.shop").is_some()
+    })
+    .await;
+    assert_eq!(
+        h.store
+            .resolve_name("web.shop")
+            .unwrap()
+            .service
+            .cluster_ips[0]
+            .to_string(),
+        "127.0.0.77"
+    );
 }
 
 #[tokio::test]
@@ -254,7 +431,9 @@ async fn propagation_lag_is_recorded() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced()).await.unwrap();
+    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+        .await
+        .unwrap();
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     server.apply_slice(
         endpoint_slice("shop", "web-1", "web")
@@ -263,5 +442,8 @@ async fn propagation_lag_is_recorded() {
             .last_change_trigger_time(&now)
             .build(),
     );
-    eventually("lag observed", || async { h.store.freshness().lag.snapshot().count() == 1 }).await;
+    eventually("lag observed", || async {
+        h.store.freshness().lag.snapshot().count() == 1
+    })
+    .await;
 }

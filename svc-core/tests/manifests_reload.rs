@@ -33,7 +33,9 @@ fn start(path: &Path) -> (Store, tokio::task::JoinHandle<()>) {
     tokio::spawn(writer.run(rx));
     let path = path.to_path_buf();
     let task = tokio::spawn(async move {
-        manifests::run(path, Duration::from_millis(20), tx).await.unwrap();
+        manifests::run(path, Duration::from_millis(20), tx)
+            .await
+            .unwrap();
     });
     (store, task)
 }
@@ -47,7 +49,10 @@ async fn endpoint_is(store: &Store, want: &str) {
         if got.as_deref() == Some(want) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "wanted {want}, have {got:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wanted {want}, have {got:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -58,20 +63,29 @@ async fn file_reload_and_bad_edits() {
     let file = dir.path().join("svc.yaml");
     std::fs::write(&file, manifest("127.0.0.77", "127.0.0.11")).unwrap();
     let (store, task) = start(&file);
-    tokio::time::timeout(PATIENCE, store.wait_synced()).await.unwrap();
+    tokio::time::timeout(PATIENCE, store.wait_synced())
+        .await
+        .unwrap();
     endpoint_is(&store, "127.0.0.11:8080").await;
 
     std::fs::write(&file, manifest("127.0.0.77", "127.0.0.12")).unwrap();
     endpoint_is(&store, "127.0.0.12:8080").await;
 
     // Broken YAML: the whole edit is ignored.
-    std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n").unwrap();
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n",
+    )
+    .unwrap();
     // Valid YAML but an invalid object: that object keeps its last good version.
     tokio::time::sleep(Duration::from_millis(100)).await;
     std::fs::write(&file, manifest("127.0.0.77", "999.0.0.1")).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     endpoint_is(&store, "127.0.0.12:8080").await;
-    assert!(!task.is_finished(), "the source keeps running after bad edits");
+    assert!(
+        !task.is_finished(),
+        "the source keeps running after bad edits"
+    );
 
     std::fs::write(&file, manifest("127.0.0.77", "127.0.0.13")).unwrap();
     endpoint_is(&store, "127.0.0.13:8080").await;
@@ -87,12 +101,20 @@ async fn directory_of_manifests() {
     std::fs::write(dir.path().join("b-slice.yml"), slice).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
     let (store, task) = start(dir.path());
-    tokio::time::timeout(PATIENCE, store.wait_synced()).await.unwrap();
+    tokio::time::timeout(PATIENCE, store.wait_synced())
+        .await
+        .unwrap();
     endpoint_is(&store, "127.0.0.11:8080").await;
     std::fs::remove_file(dir.path().join("b-slice.yml")).unwrap();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !store.resolve_name("web.shop").unwrap().ports[0].endpoints.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "removed file's slice still applied");
+    while !store.resolve_name("web.shop").unwrap().ports[0]
+        .endpoints
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "removed file's slice still applied"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     task.abort();
@@ -101,8 +123,13 @@ async fn directory_of_manifests() {
 #[tokio::test]
 async fn first_load_errors_are_reported() {
     let (tx, _rx) = mpsc::channel(1);
-    let err = manifests::run("/nonexistent/svc.yaml".into(), Duration::from_secs(1), tx).await.unwrap_err();
+    let err = manifests::run("/nonexistent/svc.yaml".into(), Duration::from_secs(1), tx)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/svc.yaml"), "{err}");
     let err = manifests::parse_str("kind: [").unwrap_err();
-    assert!(matches!(err, manifests::Error::Parse { document: 1, .. }), "{err}");
+    assert!(
+        matches!(err, manifests::Error::Parse { document: 1, .. }),
+        "{err}"
+    );
 }

@@ -57,37 +57,99 @@ fn three_slices_with_a_named_target_port_that_differs_per_slice() {
     for e in load(&yaml) {
         w.apply(e);
     }
-    assert_eq!(addrs(&store), ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.4:8080", "10.0.0.3:9090"]);
+    assert_eq!(
+        addrs(&store),
+        [
+            "10.0.0.1:8080",
+            "10.0.0.2:8080",
+            "10.0.0.4:8080",
+            "10.0.0.3:9090"
+        ]
+    );
     let web = store.get(&ServiceKey::new("shop", "web")).unwrap();
-    let first = web.ports[0].endpoint("10.0.0.1:8080".parse().unwrap()).unwrap();
-    assert!(first.endpoint.conditions.ready, "web-a's copy (first by slice name) wins");
-    assert_eq!(web.ports[1].endpoints.len(), 4, "the UDP port has its own endpoint set");
+    let first = web.ports[0]
+        .endpoint("10.0.0.1:8080".parse().unwrap())
+        .unwrap();
+    assert!(
+        first.endpoint.conditions.ready,
+        "web-a's copy (first by slice name) wins"
+    );
+    assert_eq!(
+        web.ports[1].endpoints.len(),
+        4,
+        "the UDP port has its own endpoint set"
+    );
     assert_eq!(web.endpoints.len(), 4, "DNS endpoints are unique per IP");
 }
 
 #[test]
 fn lookups_by_name_vip_and_node_port() {
-    let (mut w, store) = Writer::new(StoreConfig { cluster_domain: "corp.local".into(), default_namespace: "shop".into() });
-    for e in load(&format!("{WEB}{}", slice("web-a", 8080, &["10.0.0.1"], true))) {
+    let (mut w, store) = Writer::new(StoreConfig {
+        cluster_domain: "corp.local".into(),
+        default_namespace: "shop".into(),
+    });
+    for e in load(&format!(
+        "{WEB}{}",
+        slice("web-a", 8080, &["10.0.0.1"], true)
+    )) {
         w.apply(e);
     }
-    for host in ["web", "web.shop", "web.shop.svc", "web.shop.svc.corp.local", "WEB.Shop.svc.corp.local."] {
+    for host in [
+        "web",
+        "web.shop",
+        "web.shop.svc",
+        "web.shop.svc.corp.local",
+        "WEB.Shop.svc.corp.local.",
+    ] {
         assert!(store.resolve_name(host).is_some(), "{host}");
     }
-    assert!(store.resolve_name("web.shop.svc.cluster.local").is_none(), "other domain");
+    assert!(
+        store.resolve_name("web.shop.svc.cluster.local").is_none(),
+        "other domain"
+    );
     assert!(store.resolve_name("web.other").is_none());
     let tcp = svc_core::model::Protocol::Tcp;
     let udp = svc_core::model::Protocol::Udp;
-    let m = store.lookup_vip("127.0.0.77".parse().unwrap(), 80, tcp).unwrap();
+    let m = store
+        .lookup_vip("127.0.0.77".parse().unwrap(), 80, tcp)
+        .unwrap();
     assert_eq!((m.port, m.kind), (0, VipKind::ClusterIp));
-    assert_eq!(m.port().endpoints[0].addr, "10.0.0.1:8080".parse::<SocketAddr>().unwrap());
-    assert!(store.lookup_vip("::1".parse().unwrap(), 80, tcp).is_some(), "second cluster IP");
-    assert_eq!(store.lookup_vip("127.0.0.77".parse().unwrap(), 53, udp).unwrap().port, 1);
-    assert!(store.lookup_vip("127.0.0.77".parse().unwrap(), 53, tcp).is_none(), "protocol matters");
-    assert_eq!(store.lookup_vip("127.0.0.78".parse().unwrap(), 80, tcp).unwrap().kind, VipKind::ExternalIp);
-    assert_eq!(store.lookup_node_port(30080, tcp).unwrap().kind, VipKind::NodePort);
+    assert_eq!(
+        m.port().endpoints[0].addr,
+        "10.0.0.1:8080".parse::<SocketAddr>().unwrap()
+    );
+    assert!(
+        store.lookup_vip("::1".parse().unwrap(), 80, tcp).is_some(),
+        "second cluster IP"
+    );
+    assert_eq!(
+        store
+            .lookup_vip("127.0.0.77".parse().unwrap(), 53, udp)
+            .unwrap()
+            .port,
+        1
+    );
+    assert!(
+        store
+            .lookup_vip("127.0.0.77".parse().unwrap(), 53, tcp)
+            .is_none(),
+        "protocol matters"
+    );
+    assert_eq!(
+        store
+            .lookup_vip("127.0.0.78".parse().unwrap(), 80, tcp)
+            .unwrap()
+            .kind,
+        VipKind::ExternalIp
+    );
+    assert_eq!(
+        store.lookup_node_port(30080, tcp).unwrap().kind,
+        VipKind::NodePort
+    );
     w.apply(Event::DeleteService(ServiceKey::new("shop", "web")));
-    assert!(store.lookup_vip("127.0.0.77".parse().unwrap(), 80, tcp).is_none());
+    assert!(store
+        .lookup_vip("127.0.0.77".parse().unwrap(), 80, tcp)
+        .is_none());
     assert!(store.lookup_node_port(30080, tcp).is_none());
     assert!(store.resolve_name("web").is_none());
 }
@@ -95,7 +157,11 @@ fn lookups_by_name_vip_and_node_port() {
 #[test]
 fn slices_before_their_service_are_staged() {
     let (mut w, store) = Writer::new(StoreConfig::default());
-    let parsed = manifests::parse_str(&format!("{WEB}{}", slice("web-a", 8080, &["10.0.0.1"], true))).unwrap();
+    let parsed = manifests::parse_str(&format!(
+        "{WEB}{}",
+        slice("web-a", 8080, &["10.0.0.1"], true)
+    ))
+    .unwrap();
     for s in parsed.slices {
         w.apply(Event::ApplySlice(s));
     }
@@ -109,10 +175,17 @@ fn slices_before_their_service_are_staged() {
 #[test]
 fn invalid_objects_keep_their_last_good_version() {
     let (mut w, store) = Writer::new(StoreConfig::default());
-    for e in load(&format!("{WEB}{}", slice("web-a", 8080, &["10.0.0.1"], true))) {
+    for e in load(&format!(
+        "{WEB}{}",
+        slice("web-a", 8080, &["10.0.0.1"], true)
+    )) {
         w.apply(e);
     }
-    let broken = format!("{}{}", WEB.replace("127.0.0.77", "127.0.0.777"), slice("web-a", 8080, &["10.0.0.999"], true));
+    let broken = format!(
+        "{}{}",
+        WEB.replace("127.0.0.77", "127.0.0.777"),
+        slice("web-a", 8080, &["10.0.0.999"], true)
+    );
     let parsed = manifests::parse_str(&broken).unwrap();
     assert!(parsed.services.is_empty() && parsed.slices.is_empty());
     assert_eq!(parsed.bad_services, [ServiceKey::new("shop", "web")]);
@@ -128,7 +201,10 @@ async fn subscribers_get_reset_then_diffs_and_coalesce() {
     let key = ServiceKey::new("shop", "web");
     let mut sub = store.subscribe(&key, PortRef::Name(Some("http".into())));
     assert_eq!(sub.next().await, Some(Update::DoesNotExist));
-    for e in load(&format!("{WEB}{}", slice("web-a", 8080, &["10.0.0.1", "10.0.0.2"], true))) {
+    for e in load(&format!(
+        "{WEB}{}",
+        slice("web-a", 8080, &["10.0.0.1", "10.0.0.2"], true)
+    )) {
         w.apply(e);
     }
     match sub.next().await {
@@ -136,23 +212,41 @@ async fn subscribers_get_reset_then_diffs_and_coalesce() {
         other => panic!("expected Reset, got {other:?}"),
     }
     // Three changes while the subscriber is not looking: it sees one diff to the latest.
-    for ips in [&["10.0.0.1"][..], &["10.0.0.1", "10.0.0.3"], &["10.0.0.3", "10.0.0.4"]] {
+    for ips in [
+        &["10.0.0.1"][..],
+        &["10.0.0.1", "10.0.0.3"],
+        &["10.0.0.3", "10.0.0.4"],
+    ] {
         for e in load(&format!("{WEB}{}", slice("web-a", 8080, ips, true))) {
             w.apply(e);
         }
     }
-    assert_eq!(sub.next().await, Some(Update::Remove(vec!["10.0.0.1:8080".parse().unwrap(), "10.0.0.2:8080".parse().unwrap()])));
+    assert_eq!(
+        sub.next().await,
+        Some(Update::Remove(vec![
+            "10.0.0.1:8080".parse().unwrap(),
+            "10.0.0.2:8080".parse().unwrap()
+        ]))
+    );
     match sub.next().await {
-        Some(Update::Add(eps)) => assert_eq!(eps.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>(), ["10.0.0.3:8080", "10.0.0.4:8080"]),
+        Some(Update::Add(eps)) => assert_eq!(
+            eps.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>(),
+            ["10.0.0.3:8080", "10.0.0.4:8080"]
+        ),
         other => panic!("expected Add, got {other:?}"),
     }
     assert!(sub.next().now_or_never().is_none(), "nothing more pending");
     // A readiness flip is an Add of the same address with new conditions.
-    for e in load(&format!("{WEB}{}", slice("web-a", 8080, &["10.0.0.3", "10.0.0.4"], false))) {
+    for e in load(&format!(
+        "{WEB}{}",
+        slice("web-a", 8080, &["10.0.0.3", "10.0.0.4"], false)
+    )) {
         w.apply(e);
     }
     match sub.next().await {
-        Some(Update::Add(eps)) => assert!(eps.iter().all(|e| !e.endpoint.conditions.ready) && eps.len() == 2),
+        Some(Update::Add(eps)) => {
+            assert!(eps.iter().all(|e| !e.endpoint.conditions.ready) && eps.len() == 2)
+        }
         other => panic!("expected Add, got {other:?}"),
     }
     w.apply(Event::DeleteService(key));
@@ -168,11 +262,17 @@ async fn change_feed_and_sync() {
         async move { store.wait_synced().await }
     });
     let mut feed = store.changes();
-    let [services, slices] = load(&format!("{WEB}{}", slice("web-a", 8080, &["10.0.0.1"], true)));
+    let [services, slices] = load(&format!(
+        "{WEB}{}",
+        slice("web-a", 8080, &["10.0.0.1"], true)
+    ));
     w.apply(services);
     assert!(!store.is_synced(), "slices not listed yet");
     w.apply(slices);
-    tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(store.is_synced());
     assert_eq!(feed.changed().await, [ServiceKey::new("shop", "web")]);
     // Coalescing: many changes to one Service are reported once.

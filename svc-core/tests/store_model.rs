@@ -30,55 +30,69 @@ fn arb_service() -> impl Strategy<Value = Service> {
         any::<bool>(),
         prop::option::of(30000..30003u16),
     )
-        .prop_map(|(ns, name, vip, headless, port_ids, named_target, node_port)| {
-            let ports = port_ids
-                .into_iter()
-                .map(|p| ServicePort {
-                    name: Some(Str::from(["http", "grpc", "metrics"][p])),
-                    protocol: if p == 2 { Protocol::Udp } else { Protocol::Tcp },
-                    port: 80 + p as u16,
-                    target_port: if named_target && p == 1 {
-                        TargetPort::Name("grpc-port".into())
+        .prop_map(
+            |(ns, name, vip, headless, port_ids, named_target, node_port)| {
+                let ports = port_ids
+                    .into_iter()
+                    .map(|p| ServicePort {
+                        name: Some(Str::from(["http", "grpc", "metrics"][p])),
+                        protocol: if p == 2 { Protocol::Udp } else { Protocol::Tcp },
+                        port: 80 + p as u16,
+                        target_port: if named_target && p == 1 {
+                            TargetPort::Name("grpc-port".into())
+                        } else {
+                            TargetPort::Number(8080 + p as u16)
+                        },
+                        node_port: node_port.filter(|_| p == 0),
+                        app_protocol: None,
+                    })
+                    .collect();
+                Service {
+                    key: ServiceKey::new(NAMESPACES[ns], NAMES[name]),
+                    service_type: ServiceType::ClusterIp,
+                    cluster_ips: if headless {
+                        vec![]
                     } else {
-                        TargetPort::Number(8080 + p as u16)
+                        vec![ip(200 + vip)]
                     },
-                    node_port: node_port.filter(|_| p == 0),
-                    app_protocol: None,
-                })
-                .collect();
-            Service {
-                key: ServiceKey::new(NAMESPACES[ns], NAMES[name]),
-                service_type: ServiceType::ClusterIp,
-                cluster_ips: if headless { vec![] } else { vec![ip(200 + vip)] },
-                headless,
-                ports,
-                session_affinity: SessionAffinity::None,
-                internal_traffic_policy: TrafficPolicy::Cluster,
-                external_traffic_policy: TrafficPolicy::Cluster,
-                traffic_distribution: None,
-                publish_not_ready_addresses: false,
-                external_name: None,
-                external_ips: vec![],
-                load_balancer_ingress: vec![],
-                resource_version: None,
-            }
-        })
+                    headless,
+                    ports,
+                    session_affinity: SessionAffinity::None,
+                    internal_traffic_policy: TrafficPolicy::Cluster,
+                    external_traffic_policy: TrafficPolicy::Cluster,
+                    traffic_distribution: None,
+                    publish_not_ready_addresses: false,
+                    external_name: None,
+                    external_ips: vec![],
+                    load_balancer_ingress: vec![],
+                    resource_version: None,
+                }
+            },
+        )
 }
 
 fn arb_slice() -> impl Strategy<Value = EndpointSlice> {
-    let endpoint = (1..7u8, any::<bool>(), any::<bool>(), prop::option::of(0..2u8)).prop_map(
-        |(last, ready, terminating, zone)| {
+    let endpoint = (
+        1..7u8,
+        any::<bool>(),
+        any::<bool>(),
+        prop::option::of(0..2u8),
+    )
+        .prop_map(|(last, ready, terminating, zone)| {
             Arc::new(Endpoint {
                 address: ip(last),
-                conditions: Conditions { ready, serving: ready || terminating, terminating },
+                conditions: Conditions {
+                    ready,
+                    serving: ready || terminating,
+                    terminating,
+                },
                 zone: zone.map(|z| Str::from(format!("z{z}"))),
                 node_name: None,
                 hints: None,
                 target_ref: None,
                 hostname: None,
             })
-        },
-    );
+        });
     (
         0..2usize,
         0..4usize,
@@ -156,19 +170,31 @@ impl Reference {
             }
             Op::RelistServices(list) => {
                 self.services = list.iter().map(|s| (s.key.clone(), s.clone())).collect();
-                Event::ReplaceServices { services: self.services.values().cloned().collect(), retain: vec![] }
+                Event::ReplaceServices {
+                    services: self.services.values().cloned().collect(),
+                    retain: vec![],
+                }
             }
             Op::RelistSlices(list) => {
                 self.slices = list.iter().map(|s| (s.key.clone(), s.clone())).collect();
-                Event::ReplaceSlices { slices: self.slices.values().cloned().collect(), retain: vec![] }
+                Event::ReplaceSlices {
+                    slices: self.slices.values().cloned().collect(),
+                    retain: vec![],
+                }
             }
         }
     }
 
     fn from_scratch(&self) -> Store {
         let (mut w, store) = Writer::new(StoreConfig::default());
-        w.apply(Event::ReplaceSlices { slices: self.slices.values().cloned().collect(), retain: vec![] });
-        w.apply(Event::ReplaceServices { services: self.services.values().cloned().collect(), retain: vec![] });
+        w.apply(Event::ReplaceSlices {
+            slices: self.slices.values().cloned().collect(),
+            retain: vec![],
+        });
+        w.apply(Event::ReplaceServices {
+            services: self.services.values().cloned().collect(),
+            retain: vec![],
+        });
         store
     }
 }
@@ -182,33 +208,54 @@ fn assert_same(incremental: &Store, scratch: &Store) {
     }
     for ns in NAMESPACES {
         for name in NAMES {
-            for host in [name.to_string(), format!("{name}.{ns}"), format!("{name}.{ns}.svc.cluster.local")] {
+            for host in [
+                name.to_string(),
+                format!("{name}.{ns}"),
+                format!("{name}.{ns}.svc.cluster.local"),
+            ] {
                 let (x, y) = (incremental.resolve_name(&host), scratch.resolve_name(&host));
-                assert_eq!(x.map(|s| s.service.key.clone()), y.map(|s| s.service.key.clone()), "{host}");
+                assert_eq!(
+                    x.map(|s| s.service.key.clone()),
+                    y.map(|s| s.service.key.clone()),
+                    "{host}"
+                );
             }
         }
     }
     for last in 200..206 {
         for port in 80..83 {
             for proto in [Protocol::Tcp, Protocol::Udp] {
-                let x = incremental.lookup_vip(ip(last), port, proto).map(|m| (m.service.service.key.clone(), m.port));
-                let y = scratch.lookup_vip(ip(last), port, proto).map(|m| (m.service.service.key.clone(), m.port));
+                let x = incremental
+                    .lookup_vip(ip(last), port, proto)
+                    .map(|m| (m.service.service.key.clone(), m.port));
+                let y = scratch
+                    .lookup_vip(ip(last), port, proto)
+                    .map(|m| (m.service.service.key.clone(), m.port));
                 assert_eq!(x, y, "vip {last}:{port}");
             }
         }
     }
     for np in 30000..30003 {
-        let x = incremental.lookup_node_port(np, Protocol::Tcp).map(|m| m.service.service.key.clone());
-        let y = scratch.lookup_node_port(np, Protocol::Tcp).map(|m| m.service.service.key.clone());
+        let x = incremental
+            .lookup_node_port(np, Protocol::Tcp)
+            .map(|m| m.service.service.key.clone());
+        let y = scratch
+            .lookup_node_port(np, Protocol::Tcp)
+            .map(|m| m.service.service.key.clone());
         assert_eq!(x, y, "nodePort {np}");
     }
 }
 
 /// Folds every update the stream has ready into `state`.
-fn fold_ready(stream: &mut svc_core::store::EndpointUpdates, state: &mut Option<HashMap<std::net::SocketAddr, Arc<Endpoint>>>) {
+fn fold_ready(
+    stream: &mut svc_core::store::EndpointUpdates,
+    state: &mut Option<HashMap<std::net::SocketAddr, Arc<Endpoint>>>,
+) {
     while let Some(Some(update)) = stream.next().now_or_never() {
         match update {
-            Update::Reset(all) => *state = Some(all.into_iter().map(|e| (e.addr, e.endpoint)).collect()),
+            Update::Reset(all) => {
+                *state = Some(all.into_iter().map(|e| (e.addr, e.endpoint)).collect())
+            }
             Update::Add(eps) => {
                 let m = state.as_mut().expect("Add before Reset");
                 for e in eps {

@@ -189,10 +189,14 @@ pub(super) fn parse_port(field: &'static str, value: i64) -> Result<u16> {
 }
 
 pub(super) fn non_empty(value: Option<&String>) -> Option<Str> {
-    value.filter(|s| !s.is_empty()).map(|s| Str::from(s.as_str()))
+    value
+        .filter(|s| !s.is_empty())
+        .map(|s| Str::from(s.as_str()))
 }
 
-pub(super) fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Result<ServiceKey> {
+pub(super) fn object_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<ServiceKey> {
     let name = non_empty(meta.name.as_ref()).ok_or(ModelError::MissingMetadata("metadata.name"))?;
     let namespace = non_empty(meta.namespace.as_ref())
         .ok_or(ModelError::MissingMetadata("metadata.namespace"))?;

@@ -53,18 +53,36 @@ fn service_fields_convert() {
     .unwrap();
     assert_eq!(s.key, ServiceKey::new("shop", "web"));
     assert_eq!(s.service_type, ServiceType::LoadBalancer);
-    assert_eq!(s.cluster_ips, vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap(), "fd00::1".parse().unwrap()]);
+    assert_eq!(
+        s.cluster_ips,
+        vec![
+            "10.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+            "fd00::1".parse().unwrap()
+        ]
+    );
     assert!(!s.headless);
     assert_eq!(s.ports[0].target_port, TargetPort::Number(8080));
     assert_eq!(s.ports[0].node_port, Some(30080));
     assert_eq!(s.ports[0].app_protocol.as_deref(), Some("http"));
     assert_eq!(s.ports[1].target_port, TargetPort::Name("grpc-port".into()));
     assert_eq!(s.ports[2].protocol, Protocol::Udp);
-    assert_eq!(s.ports[2].target_port, TargetPort::Number(53), "targetPort defaults to port");
-    assert_eq!(s.session_affinity, SessionAffinity::ClientIp { timeout: Duration::from_secs(60) });
+    assert_eq!(
+        s.ports[2].target_port,
+        TargetPort::Number(53),
+        "targetPort defaults to port"
+    );
+    assert_eq!(
+        s.session_affinity,
+        SessionAffinity::ClientIp {
+            timeout: Duration::from_secs(60)
+        }
+    );
     assert_eq!(s.internal_traffic_policy, TrafficPolicy::Local);
     assert_eq!(s.external_traffic_policy, TrafficPolicy::Local);
-    assert_eq!(s.traffic_distribution, Some(TrafficDistribution::PreferSameZone));
+    assert_eq!(
+        s.traffic_distribution,
+        Some(TrafficDistribution::PreferSameZone)
+    );
     assert!(s.publish_not_ready_addresses);
     assert_eq!(s.external_ips.len(), 1);
 }
@@ -83,11 +101,18 @@ fn service_defaults_and_special_types() {
     assert!(!s.is_proxied());
 
     let s = svc(json!({"clusterIP": "10.0.0.2", "sessionAffinity": "ClientIP"})).unwrap();
-    assert_eq!(s.session_affinity, SessionAffinity::ClientIp { timeout: Duration::from_secs(10800) });
+    assert_eq!(
+        s.session_affinity,
+        SessionAffinity::ClientIp {
+            timeout: Duration::from_secs(10800)
+        }
+    );
 
-    for (value, expected) in [("PreferSameZone", Some(TrafficDistribution::PreferSameZone)),
-                              ("PreferSameNode", Some(TrafficDistribution::PreferSameNode)),
-                              ("SomethingNew", None)] {
+    for (value, expected) in [
+        ("PreferSameZone", Some(TrafficDistribution::PreferSameZone)),
+        ("PreferSameNode", Some(TrafficDistribution::PreferSameNode)),
+        ("SomethingNew", None),
+    ] {
         let s = svc(json!({"clusterIP": "10.0.0.3", "trafficDistribution": value})).unwrap();
         assert_eq!(s.traffic_distribution, expected, "{value}");
     }
@@ -102,33 +127,77 @@ fn load_balancer_status_converts() {
     }))
     .unwrap();
     let s = Service::try_from(&obj).unwrap();
-    assert_eq!(s.load_balancer_ingress[0].ip, Some("203.0.113.5".parse().unwrap()));
-    assert_eq!(s.load_balancer_ingress[1].hostname.as_deref(), Some("lb.example.com"));
+    assert_eq!(
+        s.load_balancer_ingress[0].ip,
+        Some("203.0.113.5".parse().unwrap())
+    );
+    assert_eq!(
+        s.load_balancer_ingress[1].hostname.as_deref(),
+        Some("lb.example.com")
+    );
 }
 
 #[test]
 fn bad_services_are_typed_errors() {
     let rows: Vec<(Value, fn(&ModelError) -> bool)> = vec![
-        (json!({"clusterIP": "10.0.0.300"}), |e| matches!(e, ModelError::InvalidIp { .. })),
-        (json!({"clusterIP": "10.0.0.1", "ports": [{"port": 70000}]}), |e| matches!(e, ModelError::PortOutOfRange { value: 70000, .. })),
-        (json!({"clusterIP": "10.0.0.1", "ports": [{"port": 0}]}), |e| matches!(e, ModelError::PortOutOfRange { .. })),
-        (json!({"clusterIP": "10.0.0.1", "ports": [{"port": 80, "targetPort": -1}]}), |e| matches!(e, ModelError::PortOutOfRange { .. })),
-        (json!({"clusterIP": "10.0.0.1", "ports": [{"port": 80, "protocol": "QUIC"}]}), |e| matches!(e, ModelError::UnknownProtocol(_))),
-        (json!({"type": "Magic"}), |e| matches!(e, ModelError::UnknownServiceType(_))),
-        (json!({"type": "ExternalName"}), |e| *e == ModelError::MissingExternalName),
-        (json!({"internalTrafficPolicy": "Nearby"}), |e| matches!(e, ModelError::UnknownTrafficPolicy { .. })),
-        (json!({"sessionAffinity": "Cookie"}), |e| matches!(e, ModelError::InvalidSessionAffinity(_))),
-        (json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}), |e| matches!(e, ModelError::InvalidSessionAffinity(_))),
-        (json!({"externalIPs": ["nope"]}), |e| matches!(e, ModelError::InvalidIp { field: "spec.externalIPs", .. })),
+        (json!({"clusterIP": "10.0.0.300"}), |e| {
+            matches!(e, ModelError::InvalidIp { .. })
+        }),
+        (
+            json!({"clusterIP": "10.0.0.1", "ports": [{"port": 70000}]}),
+            |e| matches!(e, ModelError::PortOutOfRange { value: 70000, .. }),
+        ),
+        (
+            json!({"clusterIP": "10.0.0.1", "ports": [{"port": 0}]}),
+            |e| matches!(e, ModelError::PortOutOfRange { .. }),
+        ),
+        (
+            json!({"clusterIP": "10.0.0.1", "ports": [{"port": 80, "targetPort": -1}]}),
+            |e| matches!(e, ModelError::PortOutOfRange { .. }),
+        ),
+        (
+            json!({"clusterIP": "10.0.0.1", "ports": [{"port": 80, "protocol": "QUIC"}]}),
+            |e| matches!(e, ModelError::UnknownProtocol(_)),
+        ),
+        (json!({"type": "Magic"}), |e| {
+            matches!(e, ModelError::UnknownServiceType(_))
+        }),
+        (json!({"type": "ExternalName"}), |e| {
+            *e == ModelError::MissingExternalName
+        }),
+        (json!({"internalTrafficPolicy": "Nearby"}), |e| {
+            matches!(e, ModelError::UnknownTrafficPolicy { .. })
+        }),
+        (json!({"sessionAffinity": "Cookie"}), |e| {
+            matches!(e, ModelError::InvalidSessionAffinity(_))
+        }),
+        (
+            json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
+            |e| matches!(e, ModelError::InvalidSessionAffinity(_)),
+        ),
+        (json!({"externalIPs": ["nope"]}), |e| {
+            matches!(
+                e,
+                ModelError::InvalidIp {
+                    field: "spec.externalIPs",
+                    ..
+                }
+            )
+        }),
     ];
     for (spec, check) in rows {
         let err = svc(spec.clone()).expect_err(&spec.to_string());
         assert!(check(&err), "{spec}: unexpected {err:?}");
         assert!(!err.to_string().is_empty());
     }
-    let no_name: corev1::Service = serde_json::from_value(json!({"metadata": {"namespace": "x"}, "spec": {}})).unwrap();
-    assert_eq!(Service::try_from(&no_name), Err(ModelError::MissingMetadata("metadata.name")));
-    let no_spec: corev1::Service = serde_json::from_value(json!({"metadata": {"namespace": "x", "name": "y"}})).unwrap();
+    let no_name: corev1::Service =
+        serde_json::from_value(json!({"metadata": {"namespace": "x"}, "spec": {}})).unwrap();
+    assert_eq!(
+        Service::try_from(&no_name),
+        Err(ModelError::MissingMetadata("metadata.name"))
+    );
+    let no_spec: corev1::Service =
+        serde_json::from_value(json!({"metadata": {"namespace": "x", "name": "y"}})).unwrap();
     assert_eq!(Service::try_from(&no_spec), Err(ModelError::MissingSpec));
 }
 
@@ -154,18 +223,40 @@ fn slice_fields_convert() {
     assert_eq!(s.key, ServiceKey::new("shop", "web-abc"));
     assert_eq!(s.ports[0].name.as_deref(), Some("http"));
     assert_eq!(s.ports[0].port, 8080);
-    assert_eq!(s.endpoints.len(), 3, "an endpoint with no address is dropped");
+    assert_eq!(
+        s.endpoints.len(),
+        3,
+        "an endpoint with no address is dropped"
+    );
     let a = &s.endpoints[0];
-    assert_eq!(a.address, "10.1.0.1".parse::<std::net::IpAddr>().unwrap(), "first address only");
+    assert_eq!(
+        a.address,
+        "10.1.0.1".parse::<std::net::IpAddr>().unwrap(),
+        "first address only"
+    );
     assert_eq!(a.zone.as_deref(), Some("z1"));
     assert_eq!(a.node_name.as_deref(), Some("n1"));
     assert_eq!(a.hostname.as_deref(), Some("pod-a"));
     let hints = a.hints.as_ref().unwrap();
     assert_eq!(hints.for_zones, vec![Str::from("z1")]);
     assert_eq!(hints.for_nodes, vec![Str::from("n1")]);
-    assert_eq!(a.target_ref.as_ref().unwrap().name.as_deref(), Some("web-1"));
-    assert_eq!(s.endpoints[1].conditions, Conditions { ready: false, serving: true, terminating: true });
-    assert_eq!(s.endpoints[2].conditions, Conditions::default(), "nil conditions mean ready");
+    assert_eq!(
+        a.target_ref.as_ref().unwrap().name.as_deref(),
+        Some("web-1")
+    );
+    assert_eq!(
+        s.endpoints[1].conditions,
+        Conditions {
+            ready: false,
+            serving: true,
+            terminating: true
+        }
+    );
+    assert_eq!(
+        s.endpoints[2].conditions,
+        Conditions::default(),
+        "nil conditions mean ready"
+    );
     let t = s.last_change_trigger_time.unwrap();
     let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert_eq!(secs, 1_767_323_045);
@@ -173,13 +264,23 @@ fn slice_fields_convert() {
 
 #[test]
 fn serving_defaults_to_ready() {
-    let s = slice(json!({"endpoints": [{"addresses": ["10.1.0.1"], "conditions": {"ready": false}}]})).unwrap();
-    assert_eq!(s.endpoints[0].conditions, Conditions { ready: false, serving: false, terminating: false });
+    let s =
+        slice(json!({"endpoints": [{"addresses": ["10.1.0.1"], "conditions": {"ready": false}}]}))
+            .unwrap();
+    assert_eq!(
+        s.endpoints[0].conditions,
+        Conditions {
+            ready: false,
+            serving: false,
+            terminating: false
+        }
+    );
 }
 
 #[test]
 fn fqdn_slices_carry_no_endpoints() {
-    let s = slice(json!({"addressType": "FQDN", "endpoints": [{"addresses": ["db.example.com"]}]})).unwrap();
+    let s = slice(json!({"addressType": "FQDN", "endpoints": [{"addresses": ["db.example.com"]}]}))
+        .unwrap();
     assert_eq!(s.address_type, AddressType::Fqdn);
     assert!(s.endpoints.is_empty());
 }
@@ -187,15 +288,36 @@ fn fqdn_slices_carry_no_endpoints() {
 #[test]
 fn bad_slices_are_typed_errors() {
     let rows: Vec<(Value, fn(&ModelError) -> bool)> = vec![
-        (json!({"endpoints": [{"addresses": ["10.1.0.256"]}]}), |e| matches!(e, ModelError::InvalidIp { .. })),
-        (json!({"endpoints": [{"addresses": ["fd00::1"]}]}), |e| matches!(e, ModelError::InvalidIp { .. })),
-        (json!({"addressType": "IPv5"}), |e| matches!(e, ModelError::UnknownAddressType(_))),
-        (json!({"ports": [{"name": "x", "port": 65536}]}), |e| matches!(e, ModelError::PortOutOfRange { .. })),
-        (json!({"ports": [{"name": "x"}]}), |e| matches!(e, ModelError::MissingPortNumber(_))),
-        (json!({"ports": [{"port": 80, "protocol": "ICMP"}]}), |e| matches!(e, ModelError::UnknownProtocol(_))),
-        (json!({"metadata": {"name": "orphan", "namespace": "shop"}}), |e| *e == ModelError::MissingServiceName),
-        (json!({"metadata": {"name": "orphan", "namespace": "shop", "labels": {"kubernetes.io/service-name": ""}}}), |e| *e == ModelError::MissingServiceName),
-        (json!({"metadata": {"name": "x", "labels": {"kubernetes.io/service-name": "web"}}}), |e| *e == ModelError::MissingMetadata("metadata.namespace")),
+        (json!({"endpoints": [{"addresses": ["10.1.0.256"]}]}), |e| {
+            matches!(e, ModelError::InvalidIp { .. })
+        }),
+        (json!({"endpoints": [{"addresses": ["fd00::1"]}]}), |e| {
+            matches!(e, ModelError::InvalidIp { .. })
+        }),
+        (json!({"addressType": "IPv5"}), |e| {
+            matches!(e, ModelError::UnknownAddressType(_))
+        }),
+        (json!({"ports": [{"name": "x", "port": 65536}]}), |e| {
+            matches!(e, ModelError::PortOutOfRange { .. })
+        }),
+        (json!({"ports": [{"name": "x"}]}), |e| {
+            matches!(e, ModelError::MissingPortNumber(_))
+        }),
+        (json!({"ports": [{"port": 80, "protocol": "ICMP"}]}), |e| {
+            matches!(e, ModelError::UnknownProtocol(_))
+        }),
+        (
+            json!({"metadata": {"name": "orphan", "namespace": "shop"}}),
+            |e| *e == ModelError::MissingServiceName,
+        ),
+        (
+            json!({"metadata": {"name": "orphan", "namespace": "shop", "labels": {"kubernetes.io/service-name": ""}}}),
+            |e| *e == ModelError::MissingServiceName,
+        ),
+        (
+            json!({"metadata": {"name": "x", "labels": {"kubernetes.io/service-name": "web"}}}),
+            |e| *e == ModelError::MissingMetadata("metadata.namespace"),
+        ),
     ];
     for (body, check) in rows {
         let err = slice(body.clone()).expect_err(&body.to_string());

@@ -122,6 +122,21 @@ fn is_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 410)
 }
 
+/// A list being collected: converted models, and the keys of objects that failed conversion.
+struct Listed<M> {
+    good: Vec<M>,
+    bad: Vec<ServiceKey>,
+}
+
+impl<M> Default for Listed<M> {
+    fn default() -> Self {
+        Self {
+            good: Vec::new(),
+            bad: Vec::new(),
+        }
+    }
+}
+
 /// The watch state machine's states.
 enum State {
     /// Need a full list (at start, and after 410 Gone).
@@ -151,7 +166,12 @@ struct Watcher<K: Watched> {
     streaming: bool,
 }
 
-async fn watch<K: Watched>(client: kube::Client, config: &Config, store: Store, events: mpsc::Sender<Event>) {
+async fn watch<K: Watched>(
+    client: kube::Client,
+    config: &Config,
+    store: Store,
+    events: mpsc::Sender<Event>,
+) {
     let api = match &config.namespace {
         Some(ns) => Api::<K>::namespaced(client, ns),
         None => Api::<K>::all(client),
@@ -199,34 +219,34 @@ impl<K: Watched> Watcher<K> {
                         State::List
                     }
                 },
-                State::Watch { mut resource_version } => {
-                    match self.watch_once(&mut resource_version).await {
-                        WatchEnd::Resume => State::Watch { resource_version },
-                        WatchEnd::Gone => {
-                            tracing::info!(kind = K::NAME, %resource_version, "resourceVersion expired (410 Gone); relisting");
-                            State::List
-                        }
-                        WatchEnd::Failed => {
-                            self.sleep_backoff().await;
-                            State::Watch { resource_version }
-                        }
-                        WatchEnd::Closed => return,
+                State::Watch {
+                    mut resource_version,
+                } => match self.watch_once(&mut resource_version).await {
+                    WatchEnd::Resume => State::Watch { resource_version },
+                    WatchEnd::Gone => {
+                        tracing::info!(kind = K::NAME, %resource_version, "resourceVersion expired (410 Gone); relisting");
+                        State::List
                     }
-                }
+                    WatchEnd::Failed => {
+                        self.sleep_backoff().await;
+                        State::Watch { resource_version }
+                    }
+                    WatchEnd::Closed => return,
+                },
             };
         }
     }
 
-    /// Converts a list into a replace event; bad objects are kept at their last good version.
-    fn replace_event(&self, objects: &[K]) -> Event {
-        let (mut good, mut bad) = (Vec::with_capacity(objects.len()), Vec::new());
+    /// Converts listed objects as they arrive, so that a large list never holds more than one
+    /// page of API objects: only our compact models are kept. Bad objects are noted, so that
+    /// their last good version is kept.
+    fn convert_into(&self, objects: impl IntoIterator<Item = K>, into: &mut Listed<K::Model>) {
         for obj in objects {
-            match super::convert::<K, K::Model>(obj, K::NAME) {
-                Ok(m) => good.push(m),
-                Err(_) => bad.push(key_of(obj)),
+            match super::convert::<K, K::Model>(&obj, K::NAME) {
+                Ok(m) => into.good.push(m),
+                Err(_) => into.bad.push(key_of(&obj)),
             }
         }
-        K::replace(good, bad)
     }
 
     /// Lists everything; returns the list's resourceVersion, or `None` if the store is gone.
@@ -243,21 +263,20 @@ impl<K: Watched> Watcher<K> {
                 Err(e) => return Err(e),
             }
         }
-        let mut objects = Vec::new();
+        let mut listed = Listed::default();
         let mut params = ListParams::default().limit(self.config.page_size);
         params.label_selector = self.config.label_selector.clone();
         let resource_version = loop {
             let page = self.api.list(&params).await?;
             self.freshness().record_events(page.items.len() as u64);
-            objects.extend(page.items);
+            self.convert_into(page.items, &mut listed);
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params.continue_token = Some(token),
                 None => break page.metadata.resource_version.unwrap_or_default(),
             }
         };
-        let event = self.replace_event(&objects);
-        drop(objects);
-        tracing::debug!(kind = K::NAME, %resource_version, "listed");
+        tracing::debug!(kind = K::NAME, %resource_version, objects = listed.good.len(), "listed");
+        let event = K::replace(listed.good, listed.bad);
         Ok(self.events.send(event).await.ok().map(|_| resource_version))
     }
 
@@ -268,21 +287,28 @@ impl<K: Watched> Watcher<K> {
         params.label_selector = self.config.label_selector.clone();
         let stream = self.api.watch(&params, "").await?;
         futures::pin_mut!(stream);
-        let mut objects = Vec::new();
+        // Keyed, so that a MODIFIED or DELETED during the initial events replaces or drops it.
+        let mut objects = std::collections::BTreeMap::new();
         while let Some(event) = stream.try_next().await? {
             match event {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                     self.freshness().record_events(1);
-                    objects.push(o);
+                    objects.insert(key_of(&o), o);
                 }
                 WatchEvent::Deleted(o) => {
-                    let key = key_of(&o);
-                    objects.retain(|x| key_of(x) != key);
+                    objects.remove(&key_of(&o));
                 }
                 WatchEvent::Bookmark(b) => {
                     self.freshness().record_bookmark();
-                    if b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str) == Some("true") {
-                        let event = self.replace_event(&objects);
+                    if b.metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str)
+                        == Some("true")
+                    {
+                        let mut listed = Listed::default();
+                        self.convert_into(std::mem::take(&mut objects).into_values(), &mut listed);
+                        let event = K::replace(listed.good, listed.bad);
                         let rv = b.metadata.resource_version;
                         return Ok(self.events.send(event).await.ok().map(|_| rv));
                     }
@@ -290,10 +316,13 @@ impl<K: Watched> Watcher<K> {
                 WatchEvent::Error(s) => return Err(kube::Error::Api(s)),
             }
         }
-        Err(kube::Error::Api(Box::new(kube::core::Status::failure(
-            "streaming list ended before its initial-events-end bookmark",
-            "Incomplete",
-        ).with_code(500))))
+        Err(kube::Error::Api(Box::new(
+            kube::core::Status::failure(
+                "streaming list ended before its initial-events-end bookmark",
+                "Incomplete",
+            )
+            .with_code(500),
+        )))
     }
 
     async fn watch_once(&mut self, resource_version: &mut String) -> WatchEnd {
@@ -329,7 +358,9 @@ impl<K: Watched> Watcher<K> {
             let out = match event {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                     self.note_version(&o, resource_version);
-                    super::convert::<K, K::Model>(&o, K::NAME).ok().map(K::apply)
+                    super::convert::<K, K::Model>(&o, K::NAME)
+                        .ok()
+                        .map(K::apply)
                 }
                 WatchEvent::Deleted(o) => {
                     self.note_version(&o, resource_version);

@@ -110,12 +110,15 @@ fn parse_into(text: &str, origin: &str, out: &mut Parsed) -> Result<()> {
             Err(e) => return Err(err(e.to_string())),
         };
         for item in items {
-            let tm: TypeMeta = serde_yaml::from_value(item.clone()).map_err(|e| err(e.to_string()))?;
+            let tm: TypeMeta =
+                serde_yaml::from_value(item.clone()).map_err(|e| err(e.to_string()))?;
             match (tm.api_version.as_str(), tm.kind.as_str()) {
                 ("v1", "Service") => {
                     let mut svc: corev1::Service =
                         serde_yaml::from_value(item).map_err(|e| err(e.to_string()))?;
-                    svc.metadata.namespace.get_or_insert_with(|| "default".into());
+                    svc.metadata
+                        .namespace
+                        .get_or_insert_with(|| "default".into());
                     match super::convert(&svc, "Service") {
                         Ok(s) => out.services.push(s),
                         Err(_) => out.bad_services.push(key_of(&svc.metadata)),
@@ -124,7 +127,9 @@ fn parse_into(text: &str, origin: &str, out: &mut Parsed) -> Result<()> {
                 ("discovery.k8s.io/v1", "EndpointSlice") => {
                     let mut es: discoveryv1::EndpointSlice =
                         serde_yaml::from_value(item).map_err(|e| err(e.to_string()))?;
-                    es.metadata.namespace.get_or_insert_with(|| "default".into());
+                    es.metadata
+                        .namespace
+                        .get_or_insert_with(|| "default".into());
                     match super::convert(&es, "EndpointSlice") {
                         Ok(s) => out.slices.push(s),
                         Err(_) => out.bad_slices.push(key_of(&es.metadata)),
@@ -261,7 +266,9 @@ pub async fn run(path: PathBuf, interval: Duration, events: mpsc::Sender<Event>)
                 }
             }
             Err(e) if first => return Err(e),
-            Err(error) => tracing::error!(%error, "cannot re-read manifests; keeping the last good state"),
+            Err(error) => {
+                tracing::error!(%error, "cannot re-read manifests; keeping the last good state")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -137,7 +137,11 @@ impl LagHistogram {
     /// Records the lag of a change triggered at `trigger` (the wall clock is what the
     /// annotation uses; a trigger in the future, from clock skew, counts as zero).
     pub fn observe_trigger(&self, trigger: SystemTime) {
-        self.observe(SystemTime::now().duration_since(trigger).unwrap_or_default());
+        self.observe(
+            SystemTime::now()
+                .duration_since(trigger)
+                .unwrap_or_default(),
+        );
     }
 
     /// Reads the histogram.
@@ -182,7 +186,10 @@ mod tests {
         h.observe(Duration::from_secs(1000));
         let s = h.snapshot();
         assert_eq!(s.counts[0], 1);
-        assert_eq!(s.counts[LAG_BUCKETS.iter().position(|b| *b == 1.0).unwrap()], 1);
+        assert_eq!(
+            s.counts[LAG_BUCKETS.iter().position(|b| *b == 1.0).unwrap()],
+            1
+        );
         assert_eq!(s.counts[LAG_BUCKETS.len()], 1);
         assert_eq!(s.count(), 3);
         assert!((s.sum_seconds - 1000.703).abs() < 1e-6);

@@ -133,7 +133,11 @@ impl Index {
             None => {
                 let ns = self.by_name.get_mut(&*key.namespace);
                 let old = ns.and_then(|m| m.remove(&*key.name));
-                if self.by_name.get(&*key.namespace).is_some_and(|m| m.is_empty()) {
+                if self
+                    .by_name
+                    .get(&*key.namespace)
+                    .is_some_and(|m| m.is_empty())
+                {
                     self.by_name.remove(&*key.namespace);
                 }
                 old

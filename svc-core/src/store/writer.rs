@@ -182,7 +182,11 @@ impl Writer {
         changed
     }
 
-    fn replace_slices(&mut self, list: Vec<EndpointSlice>, retain: Vec<SliceKey>) -> Vec<ServiceKey> {
+    fn replace_slices(
+        &mut self,
+        list: Vec<EndpointSlice>,
+        retain: Vec<SliceKey>,
+    ) -> Vec<ServiceKey> {
         let mut next: HashMap<ServiceKey, SliceMap> = HashMap::new();
         let mut next_owner: HashMap<SliceKey, ServiceKey> = HashMap::with_capacity(list.len());
         for key in retain {
@@ -207,7 +211,9 @@ impl Writer {
                 _ => Arc::new(slice),
             };
             next_owner.insert(slice.key.clone(), owner.clone());
-            next.entry(owner).or_default().insert(slice.key.name.clone(), slice);
+            next.entry(owner)
+                .or_default()
+                .insert(slice.key.name.clone(), slice);
         }
         let same = |a: &SliceMap, b: &SliceMap| {
             a.len() == b.len()
@@ -221,7 +227,11 @@ impl Writer {
             .filter(|(k, old)| next.get(*k).is_none_or(|new| !same(old, new)))
             .map(|(k, _)| k.clone())
             .collect();
-        changed.extend(next.keys().filter(|k| !self.slices.contains_key(*k)).cloned());
+        changed.extend(
+            next.keys()
+                .filter(|k| !self.slices.contains_key(*k))
+                .cloned(),
+        );
         self.slices = next;
         self.slice_owner = next_owner;
         changed.into_iter().collect()
