@@ -11,23 +11,26 @@ pub mod manifests;
 use crate::model::{EndpointSlice, ModelError, Service};
 use crate::store::Event;
 
-/// Converts an API object, logging a failure once per object version.
+/// Logs an object that failed conversion, with its identity.
+pub(crate) fn log_invalid<K: ::kube::Resource>(obj: &K, kind: &'static str, error: &ModelError) {
+    let meta = obj.meta();
+    tracing::warn!(
+        kind,
+        namespace = meta.namespace.as_deref().unwrap_or(""),
+        name = meta.name.as_deref().unwrap_or(""),
+        resource_version = meta.resource_version.as_deref().unwrap_or(""),
+        %error,
+        "skipping invalid object; keeping its last good version, if any"
+    );
+}
+
+/// Converts an object, logging a failure.
 pub(crate) fn convert<K, T>(obj: &K, kind: &'static str) -> Result<T, ModelError>
 where
     K: ::kube::Resource,
     T: for<'a> TryFrom<&'a K, Error = ModelError>,
 {
-    T::try_from(obj).inspect_err(|error| {
-        let meta = obj.meta();
-        tracing::warn!(
-            kind,
-            namespace = meta.namespace.as_deref().unwrap_or(""),
-            name = meta.name.as_deref().unwrap_or(""),
-            resource_version = meta.resource_version.as_deref().unwrap_or(""),
-            %error,
-            "skipping invalid object; keeping its last good version, if any"
-        );
-    })
+    T::try_from(obj).inspect_err(|error| log_invalid(obj, kind, error))
 }
 
 /// Either kind of object we route on, converted.

@@ -164,6 +164,8 @@ struct Watcher<K: Watched> {
     events: mpsc::Sender<Event>,
     backoff: DefaultBackoff,
     streaming: bool,
+    /// Invalid object versions already logged. Only bad objects land here, so it stays small.
+    reported: std::collections::HashSet<(ServiceKey, String)>,
 }
 
 async fn watch<K: Watched>(
@@ -183,6 +185,7 @@ async fn watch<K: Watched>(
         store,
         events,
         backoff: DefaultBackoff::default(),
+        reported: Default::default(),
     };
     w.run().await
 }
@@ -240,9 +243,9 @@ impl<K: Watched> Watcher<K> {
     /// Converts listed objects as they arrive, so that a large list never holds more than one
     /// page of API objects: only our compact models are kept. Bad objects are noted, so that
     /// their last good version is kept.
-    fn convert_into(&self, objects: impl IntoIterator<Item = K>, into: &mut Listed<K::Model>) {
+    fn convert_into(&mut self, objects: impl IntoIterator<Item = K>, into: &mut Listed<K::Model>) {
         for obj in objects {
-            match super::convert::<K, K::Model>(&obj, K::NAME) {
+            match self.convert(&obj) {
                 Ok(m) => into.good.push(m),
                 Err(_) => into.bad.push(key_of(&obj)),
             }
@@ -385,6 +388,17 @@ impl<K: Watched> Watcher<K> {
                 }
             }
         }
+    }
+
+    /// Converts an object. A failure is logged once per object version: a relist that meets
+    /// the same bad object again stays quiet.
+    fn convert(&mut self, obj: &K) -> Result<K::Model, ModelError> {
+        K::Model::try_from(obj).inspect_err(|error| {
+            let version = obj.meta().resource_version.clone().unwrap_or_default();
+            if self.reported.insert((key_of(obj), version)) {
+                super::log_invalid(obj, K::NAME, error);
+            }
+        })
     }
 
     fn note_version(&self, obj: &K, resource_version: &mut String) {
