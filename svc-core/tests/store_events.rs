@@ -62,8 +62,8 @@ fn three_slices_with_a_named_target_port_that_differs_per_slice() {
         [
             "10.0.0.1:8080",
             "10.0.0.2:8080",
-            "10.0.0.4:8080",
-            "10.0.0.3:9090"
+            "10.0.0.3:9090",
+            "10.0.0.4:8080"
         ]
     );
     let web = store.get(&ServiceKey::new("shop", "web")).unwrap();
