@@ -20,6 +20,14 @@ struct Harness {
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl Harness {
+    async fn synced(&self) {
+        tokio::time::timeout(PATIENCE, self.store.wait_synced())
+            .await
+            .expect("store synced");
+    }
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -61,13 +69,17 @@ fn addrs(store: &Store, ns: &str, name: &str) -> Option<Vec<String>> {
     )
 }
 
-fn web(server: &FakeApiServer, ips: &[&str]) {
+fn plain_service(server: &FakeApiServer, ns: &str, name: &str, cluster_ip: &str) {
     server.apply_service(
-        service("shop", "web")
-            .cluster_ip("127.0.0.77")
+        service(ns, name)
+            .cluster_ip(cluster_ip)
             .port("http", 80, 8080)
             .build(),
     );
+}
+
+fn web(server: &FakeApiServer, ips: &[&str]) {
+    plain_service(server, "shop", "web", "127.0.0.77");
     server.apply_slice(
         endpoint_slice("shop", "web-1", "web")
             .port(Some("http"), 8080)
@@ -155,9 +167,7 @@ async fn dropped_watch_resumes_without_losing_events() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
-        .await
-        .unwrap();
+    h.synced().await;
     server.wait_for_open_watches(2).await;
     for i in 0..5 {
         server.drop_watches();
@@ -182,16 +192,9 @@ async fn dropped_watch_resumes_without_losing_events() {
 async fn gone_leads_to_a_relist_that_removes_objects_deleted_meanwhile() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
-    server.apply_service(
-        service("shop", "old")
-            .cluster_ip("127.0.0.79")
-            .port("http", 80, 8080)
-            .build(),
-    );
+    plain_service(&server, "shop", "old", "127.0.0.79");
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
-        .await
-        .unwrap();
+    h.synced().await;
     server.wait_for_open_watches(2).await;
     assert!(h.store.resolve_name("old.shop").is_some());
     // The watch goes quiet; meanwhile objects change and history is compacted.
@@ -267,9 +270,7 @@ async fn stalled_watch_is_detected_and_restarted() {
         ..Config::default()
     };
     let h = start(&server, config);
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
-        .await
-        .unwrap();
+    h.synced().await;
     eventually("bookmarks counted", || async {
         h.store.freshness().slices.stats().bookmarks > 0
     })
@@ -313,9 +314,7 @@ async fn three_slices_with_per_slice_named_target_ports() {
             ..Config::default()
         },
     );
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
-        .await
-        .unwrap();
+    h.synced().await;
     assert_eq!(
         addrs(&h.store, "shop", "web").unwrap(),
         [
@@ -338,12 +337,7 @@ async fn three_slices_with_per_slice_named_target_ports() {
 async fn streaming_lists_namespace_and_label_selector() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
-    server.apply_service(
-        service("other", "web")
-            .cluster_ip("127.0.0.80")
-            .port("http", 80, 8080)
-            .build(),
-    );
+    plain_service(&server, "other", "web", "127.0.0.80");
     server.apply_service(
         service("shop", "hidden")
             .label("tier", "internal")
@@ -358,9 +352,7 @@ async fn streaming_lists_namespace_and_label_selector() {
         ..Config::default()
     };
     let h = start(&server, config);
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
-        .await
-        .unwrap();
+    h.synced().await;
     assert_eq!(addrs(&h.store, "shop", "web").unwrap(), ["127.0.0.11:8080"]);
     assert!(
         h.store.get(&ServiceKey::new("other", "web")).is_none(),
@@ -386,31 +378,14 @@ async fn streaming_lists_namespace_and_label_selector() {
 async fn invalid_object_is_skipped_and_others_still_apply() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
-    server.apply_service(
-        service("shop", "bad")
-            .cluster_ip("127.0.0.300")
-            .port("http", 80, 8080)
-            .build(),
-    );
+    plain_service(&server, "shop", "bad", "127.0.0.300");
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
-        .await
-        .unwrap();
+    h.synced().await;
     assert!(h.store.resolve_name("bad.shop").is_none());
     assert!(h.store.resolve_name("web.shop").is_some());
     // A bad update keeps the last good version.
-    server.apply_service(
-        service("shop", "web")
-            .cluster_ip("not-an-ip")
-            .port("http", 80, 8080)
-            .build(),
-    );
-    server.apply_service(
-        service("shop", "api")
-            .cluster_ip("127.0.0.82")
-            .port("http", 80, 8080)
-            .build(),
-    );
+    plain_service(&server, "shop", "web", "not-an-ip");
+    plain_service(&server, "shop", "api", "127.0.0.82");
     eventually("later good object applied", || async {
         h.store.resolve_name("api.shop").is_some()
     })
@@ -431,9 +406,7 @@ async fn propagation_lag_is_recorded() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11"]);
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
-        .await
-        .unwrap();
+    h.synced().await;
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     server.apply_slice(
         endpoint_slice("shop", "web-1", "web")

@@ -185,7 +185,7 @@ impl Reference {
         }
     }
 
-    fn from_scratch(&self) -> Store {
+    fn rebuilt(&self) -> Store {
         let (mut w, store) = Writer::new(StoreConfig::default());
         w.apply(Event::ReplaceSlices {
             slices: self.slices.values().cloned().collect(),
@@ -294,7 +294,7 @@ proptest! {
                 }
             }
         }
-        let scratch = reference.from_scratch();
+        let scratch = reference.rebuilt();
         assert_same(&store, &scratch);
         for ((stream, state), port) in subs.iter_mut().zip([PortRef::Name(Some("http".into())), PortRef::Number(81, Protocol::Tcp)]) {
             fold_ready(stream, state);

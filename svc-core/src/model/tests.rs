@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// Whether an error is the expected one.
+type ErrorCheck = fn(&ModelError) -> bool;
+
 fn svc(spec: Value) -> Result<Service, ModelError> {
     let obj: corev1::Service = serde_json::from_value(json!({
         "metadata": {"name": "web", "namespace": "shop"},
@@ -139,7 +142,7 @@ fn load_balancer_status_converts() {
 
 #[test]
 fn bad_services_are_typed_errors() {
-    let rows: Vec<(Value, fn(&ModelError) -> bool)> = vec![
+    let rows: Vec<(Value, ErrorCheck)> = vec![
         (json!({"clusterIP": "10.0.0.300"}), |e| {
             matches!(e, ModelError::InvalidIp { .. })
         }),
@@ -287,7 +290,7 @@ fn fqdn_slices_carry_no_endpoints() {
 
 #[test]
 fn bad_slices_are_typed_errors() {
-    let rows: Vec<(Value, fn(&ModelError) -> bool)> = vec![
+    let rows: Vec<(Value, ErrorCheck)> = vec![
         (json!({"endpoints": [{"addresses": ["10.1.0.256"]}]}), |e| {
             matches!(e, ModelError::InvalidIp { .. })
         }),
