@@ -287,3 +287,25 @@ async fn change_feed_and_sync() {
     let mut late = store.changes();
     assert_eq!(late.changed().await, [ServiceKey::new("shop", "web")]);
 }
+
+#[test]
+fn lag_counts_changes_not_relisted_copies() {
+    let (mut w, store) = Writer::new(StoreConfig::default());
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let annotated = slice("web-a", 8080, &["10.0.0.1"], true).replace(
+        "labels: {kubernetes.io/service-name: web}}",
+        &format!("labels: {{kubernetes.io/service-name: web}}, annotations: {{endpoints.kubernetes.io/last-change-trigger-time: \"{now}\"}}}}"),
+    );
+    let yaml = format!("{WEB}{annotated}");
+    for e in load(&yaml) {
+        w.apply(e);
+    }
+    assert_eq!(store.freshness().lag.snapshot().count(), 1);
+    // The same objects again, as a relist delivers them: no new observation.
+    for e in load(&yaml) {
+        w.apply(e);
+    }
+    let parsed = manifests::parse_str(&yaml).unwrap();
+    w.apply(Event::ApplySlice(parsed.slices[0].clone()));
+    assert_eq!(store.freshness().lag.snapshot().count(), 1);
+}

@@ -114,9 +114,6 @@ impl Writer {
     }
 
     fn apply_slice(&mut self, slice: EndpointSlice) {
-        if let Some(trigger) = slice.last_change_trigger_time {
-            self.shared.freshness.lag.observe_trigger(trigger);
-        }
         let mut changed = Vec::with_capacity(2);
         let owner = slice.service.clone();
         if let Some(previous) = self.slice_owner.get(&slice.key) {
@@ -130,6 +127,9 @@ impl Writer {
         let by_name = self.slices.entry(owner.clone()).or_default();
         if by_name.get(&slice.key.name).is_some_and(|s| **s == slice) && changed.is_empty() {
             return;
+        }
+        if let Some(trigger) = slice.last_change_trigger_time {
+            self.shared.freshness.lag.observe_trigger(trigger);
         }
         self.slice_owner.insert(slice.key.clone(), owner.clone());
         by_name.insert(slice.key.name.clone(), Arc::new(slice));
@@ -201,14 +201,17 @@ impl Writer {
             }
         }
         for slice in list {
-            if let Some(trigger) = slice.last_change_trigger_time {
-                self.shared.freshness.lag.observe_trigger(trigger);
-            }
             let owner = slice.service.clone();
             let old = self.slices.get(&owner).and_then(|m| m.get(&slice.key.name));
             let slice = match old {
                 Some(old) if **old == slice => old.clone(),
-                _ => Arc::new(slice),
+                _ => {
+                    // Only changes count: a relist re-delivers old slices with old trigger times.
+                    if let Some(trigger) = slice.last_change_trigger_time {
+                        self.shared.freshness.lag.observe_trigger(trigger);
+                    }
+                    Arc::new(slice)
+                }
             };
             next_owner.insert(slice.key.clone(), owner.clone());
             next.entry(owner)
