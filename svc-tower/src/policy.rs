@@ -15,6 +15,16 @@
 //!    `forNodes`) are used when every candidate carries them; otherwise the endpoints' own
 //!    `zone`/`nodeName` stand in, so hand-written manifests behave the same. Hints on a
 //!    Service without trafficDistribution (topology-aware routing) are honoured the same way.
+//!    As in kube-proxy, topology narrows only the ready endpoints; the terminating fallback is
+//!    used whole, and node hints count only when every candidate has them.
+//! 4. **Session affinity.** [`AffinityTable`] keeps `sessionAffinity: ClientIP` choices, with
+//!    the Service's timeout; [`EndpointPool`](crate::balance::EndpointPool) applies it.
+
+mod affinity;
+#[cfg(test)]
+mod tests;
+
+pub use affinity::AffinityTable;
 
 use std::sync::Arc;
 
@@ -64,28 +74,30 @@ fn is_local(ep: &PortEndpoint, locality: &Locality) -> bool {
     locality.node.is_some() && ep.endpoint.node_name == locality.node
 }
 
-/// Readiness, step 1: ready endpoints, else serving-and-terminating ones.
+/// Readiness, step 1: ready endpoints, else serving-and-terminating ones. The flag says
+/// whether this is the terminating fallback (to which kube-proxy applies no topology).
 fn by_readiness<'a>(
     service: &Service,
     endpoints: impl Iterator<Item = &'a PortEndpoint> + Clone,
-) -> Vec<&'a PortEndpoint> {
+) -> (Vec<&'a PortEndpoint>, bool) {
     if service.publish_not_ready_addresses {
-        return endpoints.collect();
+        return (endpoints.collect(), false);
     }
     let ready: Vec<_> = endpoints
         .clone()
         .filter(|e| e.endpoint.conditions.ready)
         .collect();
     if !ready.is_empty() {
-        return ready;
+        return (ready, false);
     }
-    endpoints
+    let fallback = endpoints
         .filter(|e| e.endpoint.conditions.serving && e.endpoint.conditions.terminating)
-        .collect()
+        .collect();
+    (fallback, true)
 }
 
 /// Keeps the endpoints `prefer` accepts, unless there are none.
-fn prefer<'a>(set: Vec<&'a PortEndpoint>, keep: impl Fn(&PortEndpoint) -> bool) -> Vec<&'a PortEndpoint> {
+fn prefer(set: Vec<&PortEndpoint>, keep: impl Fn(&PortEndpoint) -> bool) -> Vec<&PortEndpoint> {
     let preferred: Vec<_> = set.iter().copied().filter(|e| keep(e)).collect();
     if preferred.is_empty() {
         set
@@ -103,7 +115,7 @@ fn in_zone(ep: &PortEndpoint, zone: &str, use_hints: bool) -> bool {
 
 fn on_node(ep: &PortEndpoint, node: &str, use_hints: bool) -> bool {
     match (&ep.endpoint.hints, use_hints) {
-        (Some(h), true) if !h.for_nodes.is_empty() => h.for_nodes.iter().any(|n| &**n == node),
+        (Some(h), true) => h.for_nodes.iter().any(|n| &**n == node),
         _ => ep.endpoint.node_name.as_deref() == Some(node),
     }
 }
@@ -117,9 +129,19 @@ fn by_topology<'a>(
     // kube-proxy ignores hints unless every candidate has them (a partly-hinted set means the
     // controller is mid-update or gave up).
     let all_hinted = !set.is_empty()
-        && set
-            .iter()
-            .all(|e| e.endpoint.hints.as_ref().is_some_and(|h| !h.for_zones.is_empty()));
+        && set.iter().all(|e| {
+            e.endpoint
+                .hints
+                .as_ref()
+                .is_some_and(|h| !h.for_zones.is_empty())
+        });
+    let all_node_hinted = !set.is_empty()
+        && set.iter().all(|e| {
+            e.endpoint
+                .hints
+                .as_ref()
+                .is_some_and(|h| !h.for_nodes.is_empty())
+        });
     let zone = locality.zone.as_deref();
     let node = locality.node.as_deref();
     match service.traffic_distribution {
@@ -129,7 +151,7 @@ fn by_topology<'a>(
                 None => set,
             };
             match node {
-                Some(n) => prefer(set, |e| on_node(e, n, all_hinted)),
+                Some(n) => prefer(set, |e| on_node(e, n, all_node_hinted)),
                 None => set,
             }
         }
@@ -159,11 +181,14 @@ pub fn eligible<'a>(
         Scope::External => service.external_traffic_policy,
     };
     match policy {
-        TrafficPolicy::Local => by_readiness(
-            service,
-            endpoints.iter().filter(|e| is_local(e, locality)),
-        ),
-        TrafficPolicy::Cluster => by_topology(service, by_readiness(service, endpoints.iter()), locality),
+        TrafficPolicy::Local => {
+            by_readiness(service, endpoints.iter().filter(|e| is_local(e, locality))).0
+        }
+        TrafficPolicy::Cluster => match by_readiness(service, endpoints.iter()) {
+            // kube-proxy filters by topology among ready endpoints only; the terminating
+            // fallback is used whole.
+            (set, false) => by_topology(service, set, locality),
+            (set, true) => set,
+        },
     }
 }
-

@@ -1,0 +1,180 @@
+//! Per-endpoint state: load (PeakEWMA), outlier streaks and counters.
+//!
+//! Everything a pick reads is an atomic, so picks never lock. Writers (a finished request)
+//! take a per-endpoint lock only to update the RTT estimate consistently.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Nanoseconds since the pool's epoch (a `tokio::time::Instant`), so that paused-time tests
+/// move the clock.
+pub(crate) type Nanos = u64;
+
+/// PeakEWMA's estimate, as in `tower::load::PeakEwma`: a sample above the estimate replaces
+/// it (the peak); below it, it is averaged in with a weight that grows with the time since the
+/// last update. Reading the cost decays the estimate towards zero in the same way, so an idle
+/// endpoint looks cheaper over time and is tried again.
+pub(crate) fn decayed(rtt_ns: f64, since_ns: u64, decay_ns: f64) -> f64 {
+    rtt_ns * (-(since_ns as f64) / decay_ns).exp()
+}
+
+/// One endpoint's live state, shared by the pool and its outstanding picks.
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    pub(crate) addr: SocketAddr,
+    in_flight: AtomicU32,
+    /// `f64` bits of the RTT estimate in nanoseconds.
+    rtt_ns: AtomicU64,
+    rtt_at: AtomicU64,
+    rtt_lock: Mutex<()>,
+    consecutive_failures: AtomicU32,
+    ejected: AtomicBool,
+    ejected_until: AtomicU64,
+    times_ejected: AtomicU32,
+    requests: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    rtt_total_ns: AtomicU64,
+}
+
+impl EndpointState {
+    pub(crate) fn new(addr: SocketAddr, default_rtt: Duration, now: Nanos) -> Self {
+        Self {
+            addr,
+            in_flight: AtomicU32::new(0),
+            rtt_ns: AtomicU64::new((default_rtt.as_nanos() as f64).to_bits()),
+            rtt_at: AtomicU64::new(now),
+            rtt_lock: Mutex::new(()),
+            consecutive_failures: AtomicU32::new(0),
+            ejected: AtomicBool::new(false),
+            ejected_until: AtomicU64::new(0),
+            times_ejected: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            rtt_total_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// PeakEWMA cost: the decayed RTT estimate times (in-flight + 1).
+    #[inline]
+    pub(crate) fn cost(&self, now: Nanos, decay_ns: f64) -> f64 {
+        let pending = self.in_flight.load(Ordering::Relaxed);
+        self.rtt_estimate(now, decay_ns) * f64::from(pending + 1)
+    }
+
+    /// The decayed RTT estimate, in nanoseconds.
+    pub(crate) fn rtt_estimate(&self, now: Nanos, decay_ns: f64) -> f64 {
+        let rtt = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        let at = self.rtt_at.load(Ordering::Relaxed);
+        decayed(rtt, now.saturating_sub(at), decay_ns)
+    }
+
+    pub(crate) fn start(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finish(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Records a success: the streak ends and the RTT sample feeds the estimate.
+    pub(crate) fn success(&self, rtt: Duration, now: Nanos, decay_ns: f64) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        let sample = rtt.as_nanos() as f64;
+        self.rtt_total_ns
+            .fetch_add(rtt.as_nanos() as u64, Ordering::Relaxed);
+        let _guard = self.rtt_lock.lock();
+        let prev = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        let at = self.rtt_at.load(Ordering::Relaxed);
+        let next = if prev < sample {
+            sample
+        } else {
+            let w = (-(now.saturating_sub(at) as f64) / decay_ns).exp();
+            prev * w + sample * (1.0 - w)
+        };
+        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.rtt_at.store(now, Ordering::Relaxed);
+    }
+
+    /// Records a failure; returns the length of the failure streak.
+    pub(crate) fn failure(&self) -> u32 {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    #[inline]
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Marks the endpoint ejected; returns until when.
+    pub(crate) fn eject(&self, now: Nanos, base: Duration, max: Duration) -> Nanos {
+        let times = self.times_ejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let span = base.saturating_mul(times).min(max);
+        let until = now.saturating_add(span.as_nanos() as u64);
+        self.ejected_until.store(until, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected.store(true, Ordering::Release);
+        until
+    }
+
+    pub(crate) fn ejected_until(&self) -> Nanos {
+        self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn uneject(&self) {
+        self.ejected.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn stats(&self, now: Nanos, decay_ns: f64) -> EndpointStats {
+        EndpointStats {
+            addr: self.addr,
+            in_flight: self.in_flight(),
+            requests: self.requests.load(Ordering::Relaxed),
+            successes: self.successes.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            latency_total: Duration::from_nanos(self.rtt_total_ns.load(Ordering::Relaxed)),
+            rtt_estimate: Duration::from_nanos(self.rtt_estimate(now, decay_ns) as u64),
+            ejected: self.is_ejected(),
+            times_ejected: self.times_ejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counters and load of one endpoint, for metrics (see [`EndpointPool::stats`]).
+///
+/// Counters are cumulative since the endpoint first appeared in the pool.
+///
+/// [`EndpointPool::stats`]: super::EndpointPool::stats
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointStats {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// Picks not yet finished.
+    pub in_flight: u32,
+    /// Picks made.
+    pub requests: u64,
+    /// Picks that ended in [`Pick::success`](super::Pick::success).
+    pub successes: u64,
+    /// Picks that ended in [`Pick::failure`](super::Pick::failure).
+    pub failures: u64,
+    /// Sum of the RTTs reported with [`Pick::success`](super::Pick::success) (divide by
+    /// `successes` for a mean).
+    pub latency_total: Duration,
+    /// The current PeakEWMA RTT estimate.
+    pub rtt_estimate: Duration,
+    /// Whether outlier detection has ejected it.
+    pub ejected: bool,
+    /// How many times it was ejected.
+    pub times_ejected: u32,
+}

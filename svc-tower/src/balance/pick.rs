@@ -1,0 +1,57 @@
+//! [`Pick`]: one use of one endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::endpoint::EndpointState;
+use super::pool::Shared;
+
+/// An endpoint chosen by [`EndpointPool::pick`](super::EndpointPool::pick), counted as in
+/// flight until it is dropped.
+///
+/// Report how the use went with [`success`](Self::success) (feeds the PeakEWMA estimate and
+/// ends the failure streak) or [`failure`](Self::failure) (feeds outlier ejection). Dropping
+/// it without either is neutral: it only ends the in-flight count.
+#[derive(Debug)]
+#[must_use = "a pick is in flight until dropped; report success or failure"]
+pub struct Pick {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    ep: Arc<EndpointState>,
+    shared: Arc<Shared>,
+}
+
+impl Pick {
+    pub(crate) fn new(ep: Arc<EndpointState>, shared: Arc<Shared>) -> Self {
+        ep.start();
+        Self {
+            addr: ep.addr,
+            ep,
+            shared,
+        }
+    }
+
+    /// The endpoint answered; `rtt` is how long it took (a request's latency, or the time to
+    /// connect).
+    pub fn success(self, rtt: Duration) {
+        self.ep
+            .success(rtt, self.shared.now(), self.shared.decay_ns);
+    }
+
+    /// The endpoint failed (connect error, reset, 5xx: the caller decides).
+    pub fn failure(self) {
+        self.shared.on_failure(&self.ep);
+    }
+
+    /// Requests in flight to this endpoint, this one included.
+    pub fn in_flight(&self) -> u32 {
+        self.ep.in_flight()
+    }
+}
+
+impl Drop for Pick {
+    fn drop(&mut self) {
+        self.ep.finish();
+    }
+}

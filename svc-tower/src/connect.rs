@@ -1,0 +1,17 @@
+//! Connecting to a live endpoint, for `hyper_util::client::legacy::Client`.
+//!
+//! - [`SvcConnector`]: a `Service<Uri>` that resolves Service names and cluster IPs to an
+//!   eligible endpoint at connect time, mapping the Service port to the endpoint's target
+//!   port and retrying another endpoint when a connect fails.
+//! - [`SvcResolver`]: a `Service<Name>` for `HttpConnector::new_with_resolver`.
+//!
+//! ExternalName Services and names outside the cluster resolve through hickory-resolver,
+//! whose cache honours each record's TTL; nothing here caches an answer.
+
+mod dns;
+mod http;
+mod resolve;
+
+pub(crate) use self::http::tcp;
+pub use self::http::{Connecting, SvcConnector};
+pub use resolve::{Resolving, SocketAddrs, SvcResolver};

@@ -1,0 +1,271 @@
+//! [`SvcConnector`]: a `Service<Uri>` that connects to a live endpoint.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use svc_core::Store;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::dns::Dns;
+use crate::balance::{BalanceConfig, EndpointPool, Pools};
+use crate::error::{BoxError, ConnectFailed};
+use crate::policy::Locality;
+use crate::target::{self, Target};
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) max_attempts: u32,
+    pub(crate) nodelay: bool,
+    pub(crate) sync_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Some(Duration::from_secs(2)),
+            max_attempts: 3,
+            nodelay: true,
+            sync_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connector for `hyper_util::client::legacy::Client` that resolves Service names and
+/// cluster IPs to a live endpoint at connect time.
+///
+/// `http://web.shop.svc.cluster.local:80`, `web.shop:80`, `web:80` (in the store's default
+/// namespace) and `<cluster IP>:80` all lead to the Service port 80 of `shop/web`; the
+/// connector picks one of its eligible endpoints (P2C over PeakEWMA, see
+/// [`EndpointPool`]) and connects to its target port. A connect failure is reported to
+/// outlier ejection and another endpoint is tried, up to
+/// [`set_max_attempts`](Self::set_max_attempts). ExternalName Services and names outside the
+/// cluster are resolved with hickory-resolver; other IPs are connected to directly.
+///
+/// hyper-util's client pools connections per URI authority, so with this connector each
+/// *connection* is balanced (as kube-proxy does), and a kept-alive connection stays on its
+/// endpoint. For per-request balancing, and for draining connections to removed endpoints,
+/// use the [`layer`](crate::layer).
+///
+/// `Clone` is cheap: the configuration is behind an `Arc`, and clones share their pools.
+///
+/// ```no_run
+/// # async fn doc(store: svc_core::Store) -> Result<(), Box<dyn std::error::Error>> {
+/// use http_body_util::Empty;
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+///
+/// let connector = svc_tower::connect::SvcConnector::new(store);
+/// let client: Client<_, Empty<bytes::Bytes>> =
+///     Client::builder(TokioExecutor::new()).build(connector);
+/// let response = client.get("http://web.shop/".parse()?).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SvcConnector {
+    pools: Pools,
+    dns: Dns,
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for SvcConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SvcConnector")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SvcConnector {
+    /// A connector over `store`, for a client with no known node or zone, with the default
+    /// [`BalanceConfig`].
+    pub fn new(store: Store) -> Self {
+        Self::with_pools(Pools::new(
+            store,
+            Locality::default(),
+            BalanceConfig::default(),
+        ))
+    }
+
+    /// A connector sharing `pools` (and so their load estimates and ejections) with other
+    /// users, such as a [`layer`](crate::layer).
+    pub fn with_pools(pools: Pools) -> Self {
+        Self {
+            pools,
+            dns: Dns::default(),
+            config: Arc::new(Config::default()),
+        }
+    }
+
+    /// The pools this connector picks from.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    /// Timeout for each connect attempt. Default 2 s; `None` waits as long as the OS does.
+    pub fn set_connect_timeout(&mut self, timeout: Option<Duration>) {
+        Arc::make_mut(&mut self.config).connect_timeout = timeout;
+    }
+
+    /// How many endpoints to try before giving up. Default 3 (at least 1).
+    pub fn set_max_attempts(&mut self, attempts: u32) {
+        Arc::make_mut(&mut self.config).max_attempts = attempts.max(1);
+    }
+
+    /// Sets `TCP_NODELAY` on connections. Default `true`.
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        Arc::make_mut(&mut self.config).nodelay = nodelay;
+    }
+
+    /// How long a connect waits for the store's initial sync before resolving anyway.
+    /// Default 5 s.
+    pub fn set_sync_timeout(&mut self, timeout: Duration) {
+        Arc::make_mut(&mut self.config).sync_timeout = timeout;
+    }
+
+    /// The DNS resolver for ExternalName targets and names outside the cluster. Default: one
+    /// built on first use from the system configuration (`/etc/resolv.conf`).
+    pub fn set_dns_resolver(&mut self, resolver: TokioResolver) {
+        self.dns = Dns::with(resolver);
+    }
+
+    /// Disables DNS: names outside the cluster and ExternalName Services fail with
+    /// [`ResolveFailed`](crate::error::ResolveFailed). Default: enabled.
+    pub fn disable_dns(&mut self) {
+        self.dns = Dns::disabled();
+    }
+
+    async fn connect(self, uri: Uri) -> Result<TokioIo<TcpStream>, BoxError> {
+        let (host, port) = target::host_port(&uri)?;
+        target::wait_synced(&self.pools, self.config.sync_timeout).await;
+        let stream = match target::resolve(&self.pools, host, port)? {
+            Target::Pool { pool, .. } => connect_pool(&pool, &self.config).await?,
+            Target::Direct(addr) => connect_addrs(&[addr], &self.config).await?,
+            Target::External { name, port } => self.connect_dns(&name, port).await?,
+            Target::Dns { host, port } => self.connect_dns(&host, port).await?,
+        };
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect_dns(&self, name: &str, port: u16) -> Result<TcpStream, BoxError> {
+        let addrs: Vec<SocketAddr> = self
+            .dns
+            .lookup(name)
+            .await?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        Ok(connect_addrs(&addrs, &self.config).await?)
+    }
+}
+
+async fn connect_one(addr: SocketAddr, config: &Config) -> std::io::Result<TcpStream> {
+    tcp(addr, config.connect_timeout, config.nodelay).await
+}
+
+/// Connects to `addr` within `timeout`, with `TCP_NODELAY` as asked.
+pub(crate) async fn tcp(
+    addr: SocketAddr,
+    timeout: Option<Duration>,
+    nodelay: bool,
+) -> std::io::Result<TcpStream> {
+    let connect = TcpStream::connect(addr);
+    let stream = match timeout {
+        Some(limit) => tokio::time::timeout(limit, connect).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+        })??,
+        None => connect.await?,
+    };
+    if nodelay {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    }
+    Ok(stream)
+}
+
+/// Connects to a picked endpoint; on failure, reports it and tries another.
+pub(crate) async fn connect_pool(
+    pool: &EndpointPool,
+    config: &Config,
+) -> Result<TcpStream, BoxError> {
+    let mut tried = Vec::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let pick = pool.pick_excluding(None, &tried)?;
+        let addr = pick.addr;
+        let start = Instant::now();
+        match connect_one(addr, config).await {
+            Ok(stream) => {
+                pick.success(start.elapsed());
+                return Ok(stream);
+            }
+            Err(error) => {
+                pick.failure();
+                tracing::debug!(endpoint = %addr, %error, attempt, "connect failed");
+                if attempt >= config.max_attempts {
+                    return Err(ConnectFailed::new(addr, attempt, error).into());
+                }
+                tried.push(addr);
+            }
+        }
+    }
+}
+
+/// Connects to the first of `addrs` that answers, trying at most `max_attempts`.
+async fn connect_addrs(addrs: &[SocketAddr], config: &Config) -> Result<TcpStream, ConnectFailed> {
+    let mut last = None;
+    let limit = addrs.len().min(config.max_attempts as usize);
+    for (i, &addr) in addrs.iter().take(limit).enumerate() {
+        match connect_one(addr, config).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = Some((addr, i as u32 + 1, error)),
+        }
+    }
+    let (addr, attempts, error) = last.expect("resolvers never return an empty list");
+    Err(ConnectFailed::new(addr, attempts, error))
+}
+
+impl tower::Service<Uri> for SvcConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Connecting(Box::pin(self.clone().connect(uri)))
+    }
+}
+
+type BoxConnecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
+
+/// The future [`SvcConnector`] returns.
+#[must_use = "futures do nothing unless polled"]
+pub struct Connecting(BoxConnecting);
+
+impl Future for Connecting {
+    type Output = Result<TokioIo<TcpStream>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Connecting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Connecting")
+    }
+}

@@ -1,0 +1,161 @@
+//! Errors that cross tower boundaries.
+//!
+//! Services in this crate return [`BoxError`]; each failure is one of the small named types
+//! here, so that callers can `downcast_ref` to find out what happened (tower's style).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use svc_core::store::PortRef;
+use svc_core::ServiceKey;
+
+/// A boxed error, as tower services return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a Service port has no endpoint to offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoEndpointsReason {
+    /// The store has not finished its initial sync and the Service is not known yet.
+    NotSynced,
+    /// The Service does not exist.
+    NoService,
+    /// The Service exists but has no such port.
+    NoPort,
+    /// The port exists, but the Kubernetes rules leave no endpoint for this client.
+    NoneEligible,
+}
+
+impl fmt::Display for NoEndpointsReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotSynced => "the store is not synced yet",
+            Self::NoService => "the service does not exist",
+            Self::NoPort => "the service has no such port",
+            Self::NoneEligible => "no endpoint is ready",
+        })
+    }
+}
+
+/// Nothing is eligible: the request fails at once instead of waiting.
+///
+/// Building one does not allocate (the key and port are reference-counted).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("no eligible endpoints for {service}:{port} ({reason})", port = PortDisplay(&self.port))]
+pub struct NoEndpoints {
+    service: ServiceKey,
+    port: PortRef,
+    reason: NoEndpointsReason,
+}
+
+impl NoEndpoints {
+    /// A `NoEndpoints` for this Service port.
+    pub fn new(service: ServiceKey, port: PortRef, reason: NoEndpointsReason) -> Self {
+        Self {
+            service,
+            port,
+            reason,
+        }
+    }
+
+    /// The Service.
+    pub fn service(&self) -> &ServiceKey {
+        &self.service
+    }
+
+    /// The Service port.
+    pub fn port(&self) -> &PortRef {
+        &self.port
+    }
+
+    /// Why there is no endpoint.
+    pub fn reason(&self) -> NoEndpointsReason {
+        self.reason
+    }
+}
+
+/// Formats a [`PortRef`] as `http`, `<unnamed>` or `80/TCP`.
+pub(crate) struct PortDisplay<'a>(pub(crate) &'a PortRef);
+
+impl fmt::Display for PortDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            PortRef::Name(Some(name)) => f.write_str(name),
+            PortRef::Name(None) => f.write_str("<unnamed>"),
+            PortRef::Number(port, protocol) => write!(f, "{port}/{}", protocol.as_str()),
+        }
+    }
+}
+
+/// Every connect attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[error("connect to {addr} failed after {attempts} attempt(s)")]
+pub struct ConnectFailed {
+    /// The last address tried.
+    pub addr: SocketAddr,
+    /// How many endpoints were tried.
+    pub attempts: u32,
+    #[source]
+    source: std::io::Error,
+}
+
+impl ConnectFailed {
+    pub(crate) fn new(addr: SocketAddr, attempts: u32, source: std::io::Error) -> Self {
+        Self {
+            addr,
+            attempts,
+            source,
+        }
+    }
+}
+
+/// The host is not a Service of the store (nor, where that applies, a name DNS could resolve).
+#[derive(Debug, thiserror::Error)]
+#[error("{host} is not a known service")]
+pub struct UnknownService {
+    /// The host as given (name or IP).
+    pub host: String,
+}
+
+/// The request has no authority (no URI authority and no `Host` header) to route by.
+#[derive(Debug, Default, thiserror::Error)]
+#[error("request has no authority to route by")]
+pub struct MissingAuthority;
+
+/// A name lookup (ExternalName target or a name outside the cluster) failed.
+#[derive(Debug, thiserror::Error)]
+#[error("resolving {name} failed")]
+pub struct ResolveFailed {
+    /// The name.
+    pub name: String,
+    #[source]
+    source: BoxError,
+}
+
+impl ResolveFailed {
+    pub(crate) fn new(name: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self {
+            name: name.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The request failed on an endpoint after it was sent (reset, protocol error, closed
+/// connection mid-response).
+#[derive(Debug, thiserror::Error)]
+#[error("request to {endpoint} failed")]
+pub struct RequestFailed {
+    /// The endpoint.
+    pub endpoint: SocketAddr,
+    #[source]
+    source: BoxError,
+}
+
+impl RequestFailed {
+    pub(crate) fn new(endpoint: SocketAddr, source: impl Into<BoxError>) -> Self {
+        Self {
+            endpoint,
+            source: source.into(),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Request-level balancing for HTTP/1.1 and HTTP/2 (and so gRPC).
+//!
+//! [`Balance`] routes each request by its authority (`host:port` from the URI, or the `Host`
+//! header) to that Service port's [`EndpointPool`](crate::balance::EndpointPool), and sends it
+//! over a connection to the endpoint picked *for that request*:
+//!
+//! - HTTP/2 requests share one multiplexed connection per endpoint, so a long-lived client
+//!   spreads its requests over every pod, and an endpoint that appears gets requests at once
+//!   (the new connection is opened by the first request picked for it).
+//! - HTTP/1.1 requests use a pool of kept-alive connections per endpoint.
+//! - When an endpoint is removed or stops being eligible (not ready, terminating while others
+//!   are ready), no new request goes to it; requests in flight finish and its connections are
+//!   closed after them. Servers need no `MaxConnectionAge`.
+//! - A connect failure is reported to outlier ejection and the request is retried on another
+//!   endpoint (its body is untouched until a connection exists). A request whose kept-alive
+//!   connection turned out to be closed before it was written is retried on a new connection.
+//!
+//! Requests for hosts that are not Services (and ExternalName Services) go to the wrapped
+//! service, the *fallback*: for instance a hyper-util client with an
+//! [`SvcConnector`](crate::connect::SvcConnector), or [`NoFallback`] to refuse them.
+//!
+//! The protocol is HTTP/2 when the request is (`Version::HTTP_2`, as tonic sends), when the
+//! Service port's `appProtocol` is `kubernetes.io/h2c`, `h2c` or `grpc`, or when configured;
+//! otherwise HTTP/1.1.
+//!
+//! Errors are [`BoxError`](crate::error::BoxError)s that downcast to
+//! [`NoEndpoints`](crate::error::NoEndpoints), [`ConnectFailed`](crate::error::ConnectFailed),
+//! [`RequestFailed`](crate::error::RequestFailed), [`UnknownService`](crate::error::UnknownService)
+//! or [`MissingAuthority`](crate::error::MissingAuthority).
+//!
+//! ```no_run
+//! # async fn doc(store: svc_core::Store) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use http_body_util::Empty;
+//! use tower::{Layer, ServiceExt};
+//! use svc_tower::balance::{BalanceConfig, Pools};
+//! use svc_tower::layer::{BalanceLayer, NoFallback};
+//!
+//! let pools = Pools::new(store, Default::default(), BalanceConfig::default());
+//! let client = BalanceLayer::<Empty<bytes::Bytes>>::new(pools).layer(NoFallback);
+//! let request = http::Request::get("http://web.shop/").body(Empty::new())?;
+//! let response = client.oneshot(request).await?;
+//! # Ok(()) }
+//! ```
+
+mod conn;
+mod future;
+mod route;
+mod service;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use future::ResponseFuture;
+pub use service::{Balance, NoFallback};
+
+use crate::balance::Pools;
+
+/// Which HTTP version requests go out with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/2 for HTTP/2 requests and for ports whose `appProtocol` says so; else HTTP/1.1.
+    #[default]
+    Auto,
+    /// Always HTTP/1.1.
+    Http1,
+    /// Always HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) nodelay: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) max_idle_per_endpoint: usize,
+    pub(crate) version: HttpVersion,
+    pub(crate) sync_timeout: Duration,
+    pub(crate) eject_on_5xx: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Some(Duration::from_secs(2)),
+            nodelay: true,
+            max_attempts: 3,
+            max_idle_per_endpoint: 64,
+            version: HttpVersion::Auto,
+            sync_timeout: Duration::from_secs(5),
+            eject_on_5xx: true,
+        }
+    }
+}
+
+/// Wraps a fallback service in a [`Balance`]. A plain `Clone` configuration holder; every
+/// service it makes (and every clone of it) shares one set of routes and connections.
+///
+/// `B` is the request body type.
+pub struct BalanceLayer<B> {
+    pools: Pools,
+    config: Config,
+    routes: Arc<route::Routes<B>>,
+    _body: PhantomData<fn(B)>,
+}
+
+impl<B> Clone for BalanceLayer<B> {
+    fn clone(&self) -> Self {
+        Self {
+            pools: self.pools.clone(),
+            config: self.config.clone(),
+            routes: self.routes.clone(),
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for BalanceLayer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> BalanceLayer<B> {
+    /// A layer balancing over `pools` (which fix the store, the client's locality and the
+    /// balancer settings).
+    pub fn new(pools: Pools) -> Self {
+        Self {
+            pools,
+            config: Config::default(),
+            routes: Arc::default(),
+            _body: PhantomData,
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        // Services made from now on use the new settings; existing routes keep theirs.
+        self.routes = Arc::default();
+        self
+    }
+
+    /// Timeout for each connect. Default 2 s.
+    pub fn connect_timeout(self, timeout: Option<Duration>) -> Self {
+        self.with(|c| c.connect_timeout = timeout)
+    }
+
+    /// Endpoints to try when connects fail. Default 3 (at least 1).
+    pub fn max_attempts(self, attempts: u32) -> Self {
+        self.with(|c| c.max_attempts = attempts.max(1))
+    }
+
+    /// Kept-alive HTTP/1.1 connections per endpoint. Default 64.
+    pub fn max_idle_per_endpoint(self, max: usize) -> Self {
+        self.with(|c| c.max_idle_per_endpoint = max)
+    }
+
+    /// The HTTP version requests go out with. Default [`HttpVersion::Auto`].
+    pub fn http_version(self, version: HttpVersion) -> Self {
+        self.with(|c| c.version = version)
+    }
+
+    /// Whether a 5xx response counts as a failure for outlier ejection (Envoy's
+    /// `consecutive_5xx`). Default `true`.
+    pub fn eject_on_5xx(self, eject: bool) -> Self {
+        self.with(|c| c.eject_on_5xx = eject)
+    }
+
+    /// How long the first requests wait for the store's initial sync. Default 5 s.
+    pub fn sync_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.sync_timeout = timeout)
+    }
+
+    /// Sets `TCP_NODELAY`. Default `true`.
+    pub fn nodelay(self, nodelay: bool) -> Self {
+        self.with(|c| c.nodelay = nodelay)
+    }
+}
+
+impl<S, B> tower::Layer<S> for BalanceLayer<B> {
+    type Service = Balance<S, B>;
+
+    fn layer(&self, inner: S) -> Balance<S, B> {
+        Balance::new(
+            inner,
+            self.pools.clone(),
+            Arc::new(self.config.clone()),
+            self.routes.clone(),
+        )
+    }
+}

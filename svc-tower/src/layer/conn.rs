@@ -1,0 +1,187 @@
+//! Connections to one endpoint: one multiplexed HTTP/2 connection, and a pool of HTTP/1.1
+//! connections.
+//!
+//! Built on hyper's `client::conn` API rather than hyper-util's pooled client, so that a
+//! request keeps its body until a connection is really there: a connect failure can then be
+//! retried on another endpoint. Dropping an [`EndpointConns`] drains it: the connections'
+//! senders go away, requests in flight finish, and hyper closes each connection when it has
+//! nothing left to do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+
+use super::Config;
+use crate::error::BoxError;
+
+type Request<B> = http::Request<B>;
+type Response = http::Response<Incoming>;
+
+/// Which protocol a request goes out on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Proto {
+    Http1,
+    Http2,
+}
+
+/// A connection ready for one request.
+pub(crate) enum Sender<B> {
+    Http1(http1::SendRequest<B>),
+    Http2(http2::SendRequest<B>),
+}
+
+/// How sending went.
+pub(crate) enum Sent<B> {
+    Response(Response),
+    /// The connection closed before the request was written: it is given back to be retried.
+    Retry(Request<B>, hyper::Error),
+    Failed(hyper::Error),
+}
+
+impl<B> Sender<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) async fn send(mut self, req: Request<B>, conns: &EndpointConns<B>) -> Sent<B> {
+        let result = match &mut self {
+            Sender::Http1(s) => s.try_send_request(req).await,
+            Sender::Http2(s) => s.try_send_request(req).await,
+        };
+        // An HTTP/1 connection goes back to the pool once the response head is in; it is
+        // ready again when the body has been read.
+        if let Sender::Http1(s) = self {
+            conns.put_http1(s);
+        }
+        match result {
+            Ok(response) => Sent::Response(response),
+            Err(e) => into_sent(e),
+        }
+    }
+}
+
+fn into_sent<B>(mut e: TrySendError<Request<B>>) -> Sent<B> {
+    match e.take_message() {
+        Some(req) => Sent::Retry(req, e.into_error()),
+        None => Sent::Failed(e.into_error()),
+    }
+}
+
+/// The connections to one endpoint.
+pub(crate) struct EndpointConns<B> {
+    addr: SocketAddr,
+    config: Arc<Config>,
+    h2: Mutex<Option<http2::SendRequest<B>>>,
+    /// Serialises HTTP/2 connects, so that a burst of requests opens one connection.
+    h2_connect: tokio::sync::Mutex<()>,
+    h1: Mutex<Vec<http1::SendRequest<B>>>,
+}
+
+impl<B> EndpointConns<B> {
+    /// The endpoint.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl<B> EndpointConns<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(addr: SocketAddr, config: Arc<Config>) -> Self {
+        Self {
+            addr,
+            config,
+            h2: Mutex::new(None),
+            h2_connect: tokio::sync::Mutex::new(()),
+            h1: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A connection for one request: an existing one when there is one, else a new one.
+    ///
+    /// # Errors
+    ///
+    /// The connect or handshake error; the request was not touched.
+    pub(crate) async fn sender(&self, proto: Proto) -> Result<Sender<B>, BoxError> {
+        match proto {
+            Proto::Http2 => self.http2().await.map(Sender::Http2),
+            Proto::Http1 => match self.idle_http1() {
+                Some(s) => Ok(Sender::Http1(s)),
+                None => self.connect_http1().await.map(Sender::Http1),
+            },
+        }
+    }
+
+    /// A new HTTP/1 connection, bypassing the idle ones (after a stale one failed).
+    pub(crate) async fn fresh(&self, proto: Proto) -> Result<Sender<B>, BoxError> {
+        match proto {
+            // A closed HTTP/2 connection is never reused, and a live one is as good as new.
+            Proto::Http2 => self.http2().await.map(Sender::Http2),
+            Proto::Http1 => self.connect_http1().await.map(Sender::Http1),
+        }
+    }
+
+    fn idle_http1(&self) -> Option<http1::SendRequest<B>> {
+        let mut pool = self.h1.lock();
+        pool.retain(|s| !s.is_closed());
+        let i = pool.iter().position(|s| s.is_ready())?;
+        Some(pool.swap_remove(i))
+    }
+
+    fn put_http1(&self, sender: http1::SendRequest<B>) {
+        let mut pool = self.h1.lock();
+        if !sender.is_closed() && pool.len() < self.config.max_idle_per_endpoint {
+            pool.push(sender);
+        }
+    }
+
+    async fn connect_http1(&self) -> Result<http1::SendRequest<B>, BoxError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http1::Builder::new().handshake(io).await?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(endpoint = %addr, %error, "HTTP/1 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn http2(&self) -> Result<http2::SendRequest<B>, BoxError> {
+        if let Some(s) = self.h2.lock().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let _connecting = self.h2_connect.lock().await;
+        if let Some(s) = self.h2.lock().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let io = self.connect().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(endpoint = %addr, %error, "HTTP/2 connection ended");
+            }
+        });
+        *self.h2.lock() = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect(&self) -> std::io::Result<TokioIo<tokio::net::TcpStream>> {
+        let stream =
+            crate::connect::tcp(self.addr, self.config.connect_timeout, self.config.nodelay)
+                .await?;
+        Ok(TokioIo::new(stream))
+    }
+}

@@ -1,0 +1,312 @@
+//! [`Balance`]: the request-routing service.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::conn::{Proto, Sent};
+use super::future::ResponseFuture;
+use super::route::{Route, Routes};
+use super::{Config, HttpVersion};
+use crate::balance::Pools;
+use crate::error::{
+    BoxError, ConnectFailed, MissingAuthority, NoEndpoints, NoEndpointsReason, RequestFailed,
+    UnknownService,
+};
+use crate::target::{self, Target};
+
+/// Balances each request over the endpoints of the Service its authority names; see the
+/// [module docs](super). Requests for other hosts go to the fallback `S`.
+pub struct Balance<S, B> {
+    inner: S,
+    pools: Pools,
+    config: Arc<Config>,
+    routes: Arc<Routes<B>>,
+}
+
+impl<S: Clone, B> Clone for Balance<S, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            pools: self.pools.clone(),
+            config: self.config.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, B> fmt::Debug for Balance<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Balance<S, B> {
+    pub(crate) fn new(inner: S, pools: Pools, config: Arc<Config>, routes: Arc<Routes<B>>) -> Self {
+        Self {
+            inner,
+            pools,
+            config,
+            routes,
+        }
+    }
+
+    /// The pools requests are balanced with (for metrics: [`Pools::all`]).
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+}
+
+/// A fallback that refuses every request with [`UnknownService`]: only Services are reached.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoFallback;
+
+impl<B> tower::Service<Request<B>> for NoFallback {
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Response<Incoming>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let host = authority_of(&req)
+            .map(|a| a.host().to_string())
+            .unwrap_or_default();
+        std::future::ready(Err(UnknownService { host }.into()))
+    }
+}
+
+/// The authority to route by: the URI's, else the `Host` header.
+fn authority_of<B>(req: &Request<B>) -> Result<Authority, MissingAuthority> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(a.clone());
+    }
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse().ok())
+        .ok_or(MissingAuthority)
+}
+
+impl<S, B> tower::Service<Request<B>> for Balance<S, B>
+where
+    S: tower::Service<Request<B>, Response = Response<Incoming>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The fallback is driven to readiness (with `oneshot`) only when a request needs it.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+        let this = self.clone();
+        ResponseFuture::new(this.route(req))
+    }
+}
+
+enum Routed<B> {
+    Cluster(Arc<Route<B>>),
+    Fallback,
+}
+
+impl<S, B> Balance<S, B>
+where
+    S: tower::Service<Request<B>, Response = Response<Incoming>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    async fn route(self, req: Request<B>) -> Result<Response<Incoming>, BoxError> {
+        let authority = authority_of(&req)?;
+        let scheme = req.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
+        let Self {
+            inner,
+            pools,
+            config,
+            routes,
+        } = self;
+        match lookup(&pools, &config, &routes, &authority, &scheme).await? {
+            Routed::Cluster(route) => {
+                let result = send(&config, &route, req, authority.clone(), scheme).await;
+                if let Err(e) = &result {
+                    let gone = e
+                        .downcast_ref::<NoEndpoints>()
+                        .is_some_and(|e| e.reason() == NoEndpointsReason::NoService);
+                    if gone {
+                        routes.forget(authority.as_str());
+                    }
+                }
+                result
+            }
+            Routed::Fallback => inner.oneshot(req).await.map_err(Into::into),
+        }
+    }
+}
+
+async fn lookup<B>(
+    pools: &Pools,
+    config: &Arc<Config>,
+    routes: &Routes<B>,
+    authority: &Authority,
+    scheme: &Scheme,
+) -> Result<Routed<B>, BoxError>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    if let Some(route) = routes.get(authority.as_str()) {
+        return Ok(Routed::Cluster(route));
+    }
+    target::wait_synced(pools, config.sync_timeout).await;
+    let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
+    match target::resolve(pools, authority.host(), port)? {
+        Target::Pool { pool, port } => Ok(Routed::Cluster(routes.insert(
+            authority.as_str(),
+            pool,
+            port.as_ref(),
+            config,
+        ))),
+        Target::External { .. } | Target::Direct(_) | Target::Dns { .. } => Ok(Routed::Fallback),
+    }
+}
+
+async fn send<B>(
+    config: &Config,
+    route: &Route<B>,
+    mut req: Request<B>,
+    authority: Authority,
+    scheme: Scheme,
+) -> Result<Response<Incoming>, BoxError>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let proto = match (config.version, route.proto_hint) {
+        (HttpVersion::Http1, _) => Proto::Http1,
+        (HttpVersion::Http2, _) => Proto::Http2,
+        (HttpVersion::Auto, _) if req.version() == Version::HTTP_2 => Proto::Http2,
+        (HttpVersion::Auto, hint) => hint.unwrap_or(Proto::Http1),
+    };
+    prepare(&mut req, proto, authority, scheme)?;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let (mut attempts, mut stale_retries, mut fresh) = (0, 0, false);
+    loop {
+        attempts += 1;
+        let pick = route.pool.pick_excluding(None, &tried)?;
+        let addr = pick.addr;
+        let conns = route.conns(addr);
+        let sender = if fresh {
+            conns.fresh(proto).await
+        } else {
+            conns.sender(proto).await
+        };
+        let sender = match sender {
+            Ok(s) => s,
+            Err(error) => {
+                pick.failure();
+                tracing::debug!(endpoint = %addr, %error, attempts, "connect failed");
+                if attempts >= config.max_attempts {
+                    return Err(ConnectFailed::new(addr, attempts, into_io(error)).into());
+                }
+                tried.push(addr);
+                fresh = false;
+                continue;
+            }
+        };
+        // The RTT sample covers the request only, not connection setup (as with tower's
+        // PeakEwma behind a reconnecting service).
+        let start = Instant::now();
+        match sender.send(req, &conns).await {
+            Sent::Response(response) => {
+                if config.eject_on_5xx && response.status().is_server_error() {
+                    pick.failure();
+                } else {
+                    pick.success(start.elapsed());
+                }
+                return Ok(response);
+            }
+            Sent::Retry(r, error) if stale_retries < 2 => {
+                // The kept-alive connection closed before the request went out: nothing
+                // reached the server, so send it again on a new connection.
+                tracing::debug!(endpoint = %addr, %error, "retrying on a new connection");
+                stale_retries += 1;
+                attempts -= 1;
+                fresh = true;
+                req = r;
+                drop(pick);
+            }
+            Sent::Retry(_, error) | Sent::Failed(error) => {
+                pick.failure();
+                return Err(RequestFailed::new(addr, error).into());
+            }
+        }
+    }
+}
+
+fn into_io(error: BoxError) -> std::io::Error {
+    match error.downcast::<std::io::Error>() {
+        Ok(io) => *io,
+        Err(other) => std::io::Error::other(other),
+    }
+}
+
+/// Puts the request in the form each protocol wants: origin-form with a `Host` header for
+/// HTTP/1.1, absolute-form (`:scheme` and `:authority`) for HTTP/2.
+fn prepare<B>(
+    req: &mut Request<B>,
+    proto: Proto,
+    authority: Authority,
+    scheme: Scheme,
+) -> Result<(), http::Error> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match proto {
+        Proto::Http1 => {
+            *req.version_mut() = Version::HTTP_11;
+            if !req.headers().contains_key(HOST) {
+                let host = http::HeaderValue::from_str(authority.as_str())?;
+                req.headers_mut().insert(HOST, host);
+            }
+            *req.uri_mut() = Uri::from(path);
+        }
+        Proto::Http2 => {
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(HOST);
+            *req.uri_mut() = Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query(path)
+                .build()?;
+        }
+    }
+    Ok(())
+}

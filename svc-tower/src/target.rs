@@ -1,0 +1,140 @@
+//! Where a `host:port` leads: a Service port's pool, an ExternalName, or plain DNS.
+//!
+//! Shared by the connector, the resolver and the request layer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use svc_core::model::{Protocol, ServicePort, ServiceType, Str};
+use svc_core::store::{PortRef, ServiceSnapshot};
+
+use crate::balance::{EndpointPool, Pools};
+use crate::error::{MissingAuthority, UnknownService};
+use crate::policy::Scope;
+
+/// What a `host:port` resolves to.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// A port of a Service with endpoints (a cluster IP, or a name; headless Services too).
+    Pool {
+        pool: EndpointPool,
+        /// The Service port, when it exists (for `appProtocol`).
+        port: Option<ServicePort>,
+    },
+    /// An ExternalName Service: resolve `name` with DNS and connect to `port`.
+    External { name: Str, port: u16 },
+    /// An IP that is not a Service address: connect as is.
+    Direct(SocketAddr),
+    /// A name outside the cluster: resolve with DNS.
+    Dns { host: Str, port: u16 },
+}
+
+/// `host` without IPv6 brackets.
+pub(crate) fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// The host and port of a URI, with the scheme's default port.
+pub(crate) fn host_port(uri: &http::Uri) -> Result<(&str, u16), MissingAuthority> {
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or(MissingAuthority)?;
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    Ok((bare_host(host), port))
+}
+
+/// Whether `host` can only be a cluster name (`…​.svc` or `…​.svc.<domain>`), so that it must
+/// never leak to DNS.
+fn cluster_only(host: &str, domain: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    let domain = domain.trim_end_matches('.');
+    host.ends_with(".svc")
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|h| h.ends_with(".svc."))
+}
+
+fn pool_target(pools: &Pools, snap: &Arc<ServiceSnapshot>, port: u16, scope: Scope) -> Target {
+    let key = &snap.service.key;
+    let port_ref = PortRef::Number(port, Protocol::Tcp);
+    Target::Pool {
+        pool: pools.get(key, &port_ref, scope),
+        port: snap.service.port_by_number(port, Protocol::Tcp).cloned(),
+    }
+}
+
+/// Resolves `host:port` against the store behind `pools`.
+///
+/// # Errors
+///
+/// [`UnknownService`] for a cluster-only name (`*.svc`, `*.svc.<domain>`) the store does not
+/// have.
+pub(crate) fn resolve(pools: &Pools, host: &str, port: u16) -> Result<Target, UnknownService> {
+    let store = pools.store();
+    let host = bare_host(host);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(match store.lookup_vip(ip, port, Protocol::Tcp) {
+            Some(vip) => pool_target(pools, &vip.service, port, Scope::from(vip.kind)),
+            None => Target::Direct(SocketAddr::new(ip, port)),
+        });
+    }
+    match store.resolve_name(host) {
+        Some(snap) if snap.service.service_type == ServiceType::ExternalName => {
+            let name = snap
+                .service
+                .external_name
+                .clone()
+                .ok_or_else(|| UnknownService {
+                    host: host.to_string(),
+                })?;
+            Ok(Target::External { name, port })
+        }
+        Some(snap) => Ok(pool_target(pools, &snap, port, Scope::Internal)),
+        None if cluster_only(host, &store.config().cluster_domain) => Err(UnknownService {
+            host: host.to_string(),
+        }),
+        None => Ok(Target::Dns {
+            host: host.into(),
+            port,
+        }),
+    }
+}
+
+/// Waits (at most `limit`) for the store's initial sync, so that the first requests after
+/// start-up do not fail for want of state.
+pub(crate) async fn wait_synced(pools: &Pools, limit: std::time::Duration) {
+    let store = pools.store();
+    if !store.is_synced() {
+        let _ = tokio::time::timeout(limit, store.wait_synced()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_only_names() {
+        assert!(cluster_only("web.shop.svc", "cluster.local"));
+        assert!(cluster_only("web.shop.svc.cluster.local.", "cluster.local"));
+        assert!(!cluster_only("web.shop", "cluster.local"));
+        assert!(!cluster_only("example.com", "cluster.local"));
+        assert!(!cluster_only("svc.example.com", "cluster.local"));
+    }
+
+    #[test]
+    fn host_and_default_ports() {
+        let uri: http::Uri = "http://web.shop/x".parse().unwrap();
+        assert_eq!(host_port(&uri).unwrap(), ("web.shop", 80));
+        let uri: http::Uri = "https://[::1]:8443/".parse().unwrap();
+        assert_eq!(host_port(&uri).unwrap(), ("::1", 8443));
+        let uri: http::Uri = "/just/a/path".parse().unwrap();
+        assert!(host_port(&uri).is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! HTTP-level tier: endpoints change through svc-testkit's fake API server, watched by
+//! `kube::Client` and svc-core's Kubernetes source, while the layer sends real requests.
+
+mod support;
+
+use support::{get, text, until_endpoints, Backend, Body};
+use svc_core::store::{PortRef, StoreConfig, Writer};
+use svc_core::ServiceKey;
+use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer};
+use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::layer::{BalanceLayer, NoFallback};
+use svc_tower::policy::{Locality, Scope};
+use tower::{Layer, ServiceExt};
+
+fn slice(name: &str, b: &Backend, ready: bool) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    endpoint_slice("shop", name, "web")
+        .port(Some("http"), i32::from(b.addr.port()))
+        .endpoint(EndpointSpec::new(&b.addr.ip().to_string()).ready(ready))
+        .build()
+}
+
+#[tokio::test]
+async fn readiness_flip_and_new_pod_through_the_api_server() {
+    let api = FakeApiServer::start().await;
+    let b1 = Backend::start([127, 0, 20, 1]).await;
+    let b2 = Backend::start([127, 0, 20, 2]).await;
+    api.apply_service(
+        service("shop", "web")
+            .cluster_ip("127.0.20.100")
+            .port_named_target("http", 80, "web")
+            .build(),
+    );
+    api.apply_slice(slice("web-a", &b1, true));
+
+    let (writer, store) = Writer::new(StoreConfig::default());
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(writer.run(rx));
+    tokio::spawn(svc_core::source::kube::run(
+        api.client(),
+        Default::default(),
+        store.clone(),
+        tx,
+    ));
+    store.wait_synced().await;
+
+    let pools = Pools::new(store.clone(), Locality::default(), BalanceConfig::default());
+    let pool = pools.get(
+        &ServiceKey::new("shop", "web"),
+        &PortRef::Number(80, svc_core::model::Protocol::Tcp),
+        Scope::Internal,
+    );
+    let client = BalanceLayer::<Body>::new(pools).layer(NoFallback);
+    let response = client
+        .clone()
+        .oneshot(get("http://web.shop/"))
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, b1.addr.to_string());
+
+    // A new pod becomes ready in its own slice; the old one stops being ready.
+    api.apply_slice(slice("web-b", &b2, true));
+    api.apply_slice(slice("web-a", &b1, false));
+    until_endpoints(&pool, |a| a == [b2.addr]).await;
+    let before = b1.requests();
+    for _ in 0..20 {
+        let response = client
+            .clone()
+            .oneshot(get("http://web.shop/"))
+            .await
+            .unwrap();
+        assert_eq!(text(response).await, b2.addr.to_string());
+    }
+    assert_eq!(b1.requests(), before);
+}
