@@ -1,1 +1,32 @@
-fn main() {}
+//! `svc-proxy`: see the library docs, or `svc-proxy --help`.
+
+use anyhow::Context as _;
+use clap::Parser;
+use svc_proxy::Args;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    // One thread: a current-thread runtime has no cross-thread wakeups at all.
+    let mut builder = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = args.threads.filter(|n| *n > 1) {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    runtime
+        .block_on(svc_proxy::run(args))
+        .context("svc-proxy")?;
+    Ok(())
+}

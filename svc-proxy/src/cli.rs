@@ -1,0 +1,168 @@
+//! Command-line flags. Every flag can also be set with an `SVC_PROXY_*` environment variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A node-local ClusterIP dataplane: listens on Service ClusterIPs and NodePorts, balances
+/// connections and requests over ready endpoints, answers cluster DNS, and serves admin HTTP.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "svc-proxy", version, about)]
+pub struct Args {
+    /// Serve the Services and EndpointSlices of this YAML file or directory (reloaded when it
+    /// changes) instead of watching the Kubernetes API. Without it, the API is watched with
+    /// `KUBECONFIG` or the in-cluster config.
+    #[arg(long, env = "SVC_PROXY_MANIFESTS", value_name = "FILE_OR_DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// Watch only this namespace (kube source; default: all namespaces).
+    #[arg(long, env = "SVC_PROXY_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Tokio worker threads (default: one per CPU).
+    #[arg(long, env = "SVC_PROXY_THREADS")]
+    pub threads: Option<usize>,
+
+    /// The cluster DNS domain.
+    #[arg(
+        long,
+        env = "SVC_PROXY_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+
+    /// This node's name, for `Local` traffic policies and PreferSameNode.
+    #[arg(long, env = "SVC_PROXY_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// This node's zone, for PreferSameZone and topology hints.
+    #[arg(long, env = "SVC_PROXY_ZONE")]
+    pub zone: Option<String>,
+
+    /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`, `/debug/services`).
+    #[arg(long, env = "SVC_PROXY_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
+    pub admin_addr: SocketAddr,
+
+    /// Serve cluster DNS (UDP and TCP) on this address; off unless given.
+    #[arg(long, env = "SVC_PROXY_DNS_ADDR")]
+    pub dns_addr: Option<SocketAddr>,
+
+    /// TTL of DNS answers, in seconds.
+    #[arg(long, env = "SVC_PROXY_DNS_TTL", default_value_t = 5)]
+    pub dns_ttl: u32,
+
+    /// Forward names outside the cluster domain to this upstream resolver (`IP` or
+    /// `IP:PORT`). Without it they are REFUSED: the proxy is not an open resolver.
+    #[arg(long, env = "SVC_PROXY_DNS_FORWARD", value_parser = parse_upstream)]
+    pub dns_forward: Option<SocketAddr>,
+
+    /// Listen on this address's NodePorts for NodePort and LoadBalancer Services; off
+    /// unless given (e.g. `0.0.0.0` or the node IP).
+    #[arg(long, env = "SVC_PROXY_NODEPORT_ADDR")]
+    pub nodeport_addr: Option<IpAddr>,
+
+    /// Add and remove ClusterIPs on this interface (like kube-proxy IPVS's `kube-ipvs0`).
+    /// An existing interface of any type is used as is; a missing one is created as a dummy.
+    #[arg(long, env = "SVC_PROXY_MANAGE_INTERFACE", value_name = "NAME")]
+    pub manage_interface: Option<String>,
+
+    /// Reset TCP flows whose endpoint was removed from the Service (default: they keep
+    /// running until either side closes).
+    #[arg(long, env = "SVC_PROXY_RESET_REMOVED")]
+    pub reset_removed: bool,
+
+    /// Close TCP flows idle for this long, and forget UDP flows idle for this long.
+    #[arg(long, env = "SVC_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Forget UDP flows idle for this long.
+    #[arg(long, env = "SVC_PROXY_UDP_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub udp_idle_timeout: Duration,
+
+    /// Give up connecting to one endpoint after this long, and try another.
+    #[arg(long, env = "SVC_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// On SIGTERM, wait this long for open flows to finish before exiting.
+    #[arg(long, env = "SVC_PROXY_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Per-direction copy buffer of each TCP flow, in bytes.
+    #[arg(long, env = "SVC_PROXY_BUFFER_SIZE", default_value_t = 64 * 1024)]
+    pub buffer_size: usize,
+
+    /// Log filter (`tracing_subscriber::EnvFilter` syntax; hickory-server logs every query at
+    /// info, hence its own level); `RUST_LOG` takes precedence.
+    #[arg(
+        long,
+        env = "SVC_PROXY_LOG",
+        default_value = "info,hickory_server=warn"
+    )]
+    pub log: String,
+}
+
+impl Args {
+    /// Parses `--flag value` pairs as the command line would (for tests and embedding).
+    ///
+    /// # Errors
+    /// A clap error for unknown or invalid flags.
+    pub fn try_from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(
+            std::iter::once("svc-proxy".into()).chain(flags.into_iter().map(Into::into)),
+        )
+    }
+}
+
+/// Parses `90`, `90s`, `500ms`, `5m` or `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "invalid duration unit in {s:?} (use ms, s, m or h)"
+        )),
+    }
+}
+
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("invalid upstream {s:?}: expected IP or IP:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let a =
+            Args::try_from_flags(["--manifests", "x.yaml", "--admin-addr", "127.0.0.1:0"]).unwrap();
+        assert_eq!(a.admin_addr.port(), 0);
+        assert_eq!(a.dns_ttl, 5);
+        assert!(a.dns_addr.is_none() && a.dns_forward.is_none() && !a.reset_removed);
+        let a = Args::try_from_flags(["--dns-forward", "1.1.1.1"]).unwrap();
+        assert_eq!(a.dns_forward, Some("1.1.1.1:53".parse().unwrap()));
+    }
+}

@@ -1,0 +1,259 @@
+//! # svc-proxy
+//!
+//! A node-local ClusterIP dataplane for clients that do not link Rust: Service name →
+//! ClusterIP → ready pod, for any client on the node.
+//!
+//! - **Sources:** a manifests file or directory (`--manifests`), or the Kubernetes API
+//!   (`KUBECONFIG` or in-cluster config), both into an `svc_core` store.
+//! - **TCP** ([`tcp`]): a listener on every Service cluster IP, external IP and load-balancer IP
+//!   and port, and on NodePorts at `--nodeport-addr`, added and removed live ([`listeners`]).
+//!   Each connection goes to an endpoint picked by svc-tower's policy and balancer, with
+//!   connect retry on another endpoint, half-close and idle timeout.
+//! - **UDP** ([`udp`]): per-client flows, re-picked when their endpoint goes away.
+//! - **HTTP mode** ([`http`]): `appProtocol: http` and `kubernetes.io/h2c` ports are balanced
+//!   per request.
+//! - **DNS** ([`dns`]): the cluster zone, from the store; not an open resolver.
+//! - **Admin** ([`admin`]): `/healthz`, `/readyz`, `/metrics`, `/debug/services`.
+//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting and drains flows up to a deadline.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), svc_proxy::Error> {
+//! let args = svc_proxy::Args::try_from_flags(["--manifests", "examples/demo", "--admin-addr", "127.0.0.1:0"])
+//!     .expect("valid flags");
+//! let proxy = svc_proxy::start(args).await?;
+//! println!("admin on {}", proxy.admin_addr());
+//! proxy.run_until(svc_proxy::shutdown::signal()).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod cli;
+pub mod dns;
+mod error;
+pub mod http;
+pub mod iface;
+pub mod listeners;
+pub mod metrics;
+pub mod shutdown;
+pub mod target;
+pub mod tcp;
+pub mod udp;
+
+pub use cli::Args;
+pub use error::{Error, Result};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use svc_core::source::{kube as kube_source, manifests};
+use svc_core::store::{StoreConfig, Writer};
+use svc_core::Store;
+use svc_tower::policy::Locality;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use metrics::Metrics;
+use shutdown::Drain;
+
+/// How often the manifests source looks for changes.
+const MANIFESTS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// State shared by every part of the proxy.
+#[derive(Debug)]
+pub struct Context {
+    /// The store everything is served from.
+    pub store: Store,
+    /// The flags.
+    pub args: Args,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Shutdown signal and running flows.
+    pub drain: Drain,
+    /// This node's name and zone.
+    pub locality: Locality,
+}
+
+/// A started proxy.
+pub struct Running {
+    ctx: Arc<Context>,
+    admin_addr: SocketAddr,
+    dns: Option<(SocketAddr, hickory_server::Server<dns::Handler>)>,
+    source: JoinHandle<Result<()>>,
+    reconciler: JoinHandle<()>,
+}
+
+impl Running {
+    /// Where the admin server listens (useful with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Where DNS listens, if enabled.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The shared state.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Serves until `shutdown` resolves (or the source fails), then stops accepting and drains
+    /// open flows for up to `--drain-timeout`.
+    ///
+    /// # Errors
+    /// The source's error, if it stopped the proxy.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let outcome = tokio::select! {
+            _ = shutdown => Ok(()),
+            ended = &mut self.source => match ended {
+                Ok(Err(e)) => Err(e),
+                _ => Err(Error::TaskStopped("the source")),
+            },
+        };
+        let active = self.ctx.drain.active();
+        tracing::info!(flows = active, deadline = ?self.ctx.args.drain_timeout, "stopped accepting; draining");
+        let drain = self.ctx.drain.drain(self.ctx.args.drain_timeout);
+        if let Some((_, server)) = &mut self.dns {
+            server.shutdown_token().cancel();
+        }
+        let left = drain.await;
+        // The reconciler closes its listeners as soon as the drain begins; bound the wait all
+        // the same, so that nothing can keep the process from exiting.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.reconciler).await;
+        if left > 0 {
+            tracing::warn!(
+                flows = left,
+                "drain deadline passed; closing the remaining flows"
+            );
+        } else {
+            tracing::info!("drained");
+        }
+        outcome
+    }
+}
+
+/// Starts the proxy: the source, the listeners, DNS and the admin server.
+///
+/// # Errors
+/// When the manifests cannot be loaded, no Kubernetes client can be configured, the admin or
+/// DNS address cannot be bound, or the managed interface cannot be set up.
+pub async fn start(args: Args) -> Result<Running> {
+    start_with(args, None).await
+}
+
+/// Like [`start`], watching the API through `client` (when `--manifests` is not given)
+/// instead of one configured from the environment.
+///
+/// # Errors
+/// See [`start`].
+pub async fn start_with_client(args: Args, client: kube::Client) -> Result<Running> {
+    start_with(args, Some(client)).await
+}
+
+async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running> {
+    let (writer, store) = Writer::new(StoreConfig {
+        cluster_domain: args.cluster_domain.trim_end_matches('.').to_string(),
+        ..StoreConfig::default()
+    });
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(writer.run(rx));
+    let source = start_source(&args, client, store.clone(), tx).await?;
+
+    let metrics = Arc::new(Metrics::new(store.clone()));
+    let locality = Locality::new(args.node_name.as_deref(), args.zone.as_deref());
+    let ctx = Arc::new(Context {
+        store: store.clone(),
+        args,
+        metrics,
+        drain: Drain::new(),
+        locality,
+    });
+
+    let admin = admin::bind(ctx.args.admin_addr).await?;
+    let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
+        addr: ctx.args.admin_addr,
+        source,
+    })?;
+    tokio::spawn(admin::serve(admin, ctx.clone()));
+    tracing::info!(addr = %admin_addr, "admin listening");
+
+    let dns = match ctx.args.dns_addr {
+        Some(addr) => {
+            let zone = dns::answer::Zone::new(store.clone(), ctx.args.dns_ttl)
+                .map_err(|e| Error::Forwarder(format!("invalid cluster domain: {e}")))?;
+            let handler = dns::Handler::new(zone, ctx.args.dns_forward, ctx.metrics.clone())?;
+            let server = dns::serve(addr, handler).await?;
+            Some((addr, server))
+        }
+        None => None,
+    };
+
+    let iface = match &ctx.args.manage_interface {
+        Some(name) => Some(
+            iface::Interface::open(name)
+                .await
+                .map_err(|e| Error::Interface {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?,
+        ),
+        None => None,
+    };
+    let reconciler = tokio::spawn(listeners::Reconciler::new(ctx.clone(), iface).run());
+    Ok(Running {
+        ctx,
+        admin_addr,
+        dns,
+        source,
+        reconciler,
+    })
+}
+
+async fn start_source(
+    args: &Args,
+    client: Option<kube::Client>,
+    store: Store,
+    tx: mpsc::Sender<svc_core::store::Event>,
+) -> Result<JoinHandle<Result<()>>> {
+    match &args.manifests {
+        Some(path) => {
+            // Load once here so that a bad path or file fails the start, not a task later.
+            manifests::load(path)?;
+            let path = path.clone();
+            tracing::info!(path = %path.display(), "serving manifests");
+            Ok(tokio::spawn(async move {
+                manifests::run(path, MANIFESTS_INTERVAL, tx)
+                    .await
+                    .map_err(Error::from)
+            }))
+        }
+        None => {
+            let client = match client {
+                Some(c) => c,
+                None => kube::Client::try_default().await?,
+            };
+            let config = kube_source::Config {
+                namespace: args.namespace.clone(),
+                ..Default::default()
+            };
+            tracing::info!(namespace = ?args.namespace, "watching the Kubernetes API");
+            Ok(tokio::spawn(async move {
+                kube_source::run(client, config, store, tx).await;
+                Err(Error::TaskStopped("the kubernetes source"))
+            }))
+        }
+    }
+}
+
+/// Starts the proxy and serves until SIGTERM or SIGINT, then drains.
+///
+/// # Errors
+/// See [`start`] and [`Running::run_until`].
+pub async fn run(args: Args) -> Result<()> {
+    start(args).await?.run_until(shutdown::signal()).await
+}

@@ -1,0 +1,297 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text).
+//!
+//! Hot paths never build label sets: each listener gets a [`ServiceMetrics`] holding its
+//! counters, and endpoint counters are cached per address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use svc_core::model::{Protocol, ServiceKey};
+use svc_core::store::{ResourceKind, LAG_BUCKETS};
+use svc_core::Store;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the proxy exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<Labels, Counter>,
+    active: Family<Labels, Gauge>,
+    bytes: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
+    picks: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    dns: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    /// Registers every metric, including the store's freshness and propagation lag.
+    pub fn new(store: Store) -> Self {
+        let mut registry = Registry::with_prefix("svc_proxy");
+        let m = Self {
+            connections: Family::default(),
+            active: Family::default(),
+            bytes: Family::default(),
+            requests: Family::default(),
+            picks: Family::default(),
+            errors: Family::default(),
+            dns: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Connections (TCP) or flows (UDP) accepted, per Service port",
+            m.connections.clone(),
+        );
+        registry.register(
+            "active_connections",
+            "Open TCP connections and UDP flows, per Service port",
+            m.active.clone(),
+        );
+        registry.register(
+            "bytes",
+            "Bytes proxied per Service port; direction rx is client to endpoint, tx endpoint to client",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP-mode requests per Service port and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "endpoint_picks",
+            "Times an endpoint was picked",
+            m.picks.clone(),
+        );
+        registry.register(
+            "endpoint_errors",
+            "Failures talking to an endpoint (connect errors and timeouts, HTTP errors)",
+            m.errors.clone(),
+        );
+        registry.register(
+            "dns_queries",
+            "DNS queries answered, per response code",
+            m.dns.clone(),
+        );
+        registry.register_collector(Box::new(StoreCollector { store }));
+        Self { registry, ..m }
+    }
+
+    /// The counters of one Service port, for a listener (with request counters when `http`).
+    pub fn service(
+        &self,
+        key: &ServiceKey,
+        port: u16,
+        protocol: Protocol,
+        http: bool,
+    ) -> Arc<ServiceMetrics> {
+        let labels: Labels = vec![
+            ("service", key.to_string()),
+            ("port", port.to_string()),
+            ("protocol", protocol.as_str().to_string()),
+        ];
+        let with = |extra: (&'static str, &str)| {
+            let mut l = labels.clone();
+            l.push((extra.0, extra.1.to_string()));
+            l
+        };
+        // Each `get_or_create` returns a read guard on its family: take one at a time (a
+        // second insert into the same family while a guard is alive would deadlock).
+        let counter = |family: &Family<Labels, Counter>, labels: &Labels| {
+            family.get_or_create(labels).clone()
+        };
+        let connections = counter(&self.connections, &labels);
+        let active = self.active.get_or_create(&labels).clone();
+        let rx = counter(&self.bytes, &with(("direction", "rx")));
+        let tx = counter(&self.bytes, &with(("direction", "tx")));
+        let requests = http.then(|| {
+            ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .map(|class| counter(&self.requests, &with(("code", class))))
+        });
+        Arc::new(ServiceMetrics {
+            connections,
+            active,
+            rx,
+            tx,
+            requests,
+            labels,
+            picks: self.picks.clone(),
+            errors: self.errors.clone(),
+            endpoints: Mutex::default(),
+        })
+    }
+
+    /// Counts one DNS answer with this response code.
+    pub fn dns_answered(&self, rcode: &'static str) {
+        self.dns
+            .get_or_create(&vec![("rcode", rcode.to_string())])
+            .inc();
+    }
+
+    /// Encodes everything in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The counters of one Service port.
+#[derive(Debug)]
+pub struct ServiceMetrics {
+    labels: Labels,
+    /// Connections or flows accepted.
+    pub connections: Counter,
+    /// Open connections or flows.
+    pub active: Gauge,
+    /// Bytes from clients to endpoints.
+    pub rx: Counter,
+    /// Bytes from endpoints to clients.
+    pub tx: Counter,
+    requests: Option<[Counter; 5]>,
+    picks: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointMetrics>>>,
+}
+
+/// The counters of one endpoint of one Service port.
+#[derive(Debug)]
+pub struct EndpointMetrics {
+    /// Times it was picked.
+    pub picks: Counter,
+    /// Connect or request failures.
+    pub errors: Counter,
+}
+
+impl ServiceMetrics {
+    /// The counters of one endpoint (cached).
+    pub fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointMetrics> {
+        let mut cache = self.endpoints.lock();
+        if let Some(m) = cache.get(&addr) {
+            return m.clone();
+        }
+        // Bound the cache by the endpoints a Service has had; a Service churning through many
+        // pods drops its cache now and then (the families keep the series).
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        let mut labels = self.labels.clone();
+        labels.push(("endpoint", addr.to_string()));
+        let picks = self.picks.get_or_create(&labels).clone();
+        let errors = self.errors.get_or_create(&labels).clone();
+        let m = Arc::new(EndpointMetrics { picks, errors });
+        cache.insert(addr, m.clone());
+        m
+    }
+
+    /// Counts one HTTP response by status class.
+    pub fn request(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        if let Some(requests) = &self.requests {
+            requests[class].inc();
+        }
+    }
+}
+
+/// Reads the store's freshness at scrape time.
+#[derive(Debug)]
+struct StoreCollector {
+    store: Store,
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let fresh = self.store.freshness();
+        let kinds = [ResourceKind::Service, ResourceKind::EndpointSlice];
+        let stats: Vec<_> = kinds
+            .iter()
+            .map(|k| (k.as_str(), fresh.watch(*k).stats()))
+            .collect();
+
+        let mut g = encoder.encode_descriptor(
+            "watch_seconds_since_activity",
+            "Seconds since the watch's last event or bookmark (NaN before the first)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, s) in &stats {
+            let v = s.since_last_activity.map_or(f64::NAN, |d| d.as_secs_f64());
+            ConstGauge::new(v).encode(g.encode_family(&[("resource", *kind)])?)?;
+        }
+        type Field = fn(&svc_core::store::WatchStats) -> u64;
+        let counters: [(&str, &str, Field); 5] = [
+            ("watch_events", "Objects received by the watch", |s| {
+                s.events
+            }),
+            ("watch_bookmarks", "Bookmarks received by the watch", |s| {
+                s.bookmarks
+            }),
+            (
+                "watch_relists",
+                "Full lists (the first one included)",
+                |s| s.relists,
+            ),
+            (
+                "watch_stall_restarts",
+                "Watches restarted after going silent",
+                |s| s.stall_restarts,
+            ),
+            ("watch_errors", "Failed watch or list requests", |s| {
+                s.errors
+            }),
+        ];
+        for (name, help, field) in counters {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (kind, s) in &stats {
+                ConstCounter::new(field(s)).encode(e.encode_family(&[("resource", *kind)])?)?;
+            }
+        }
+
+        let lag = fresh.lag.snapshot();
+        let buckets: Vec<(f64, u64)> = LAG_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(lag.counts.iter().copied())
+            .collect();
+        let mut e = encoder.encode_descriptor(
+            "propagation_lag_seconds",
+            "Time from an endpoint change (last-change-trigger-time) to its arrival in the store",
+            None,
+            MetricType::Histogram,
+        )?;
+        e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            lag.sum_seconds,
+            lag.count(),
+            &buckets,
+            None,
+        )?;
+
+        let e = encoder.encode_descriptor(
+            "services",
+            "Services in the store",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.store.len() as i64).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "synced",
+            "1 once the initial lists are applied",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(self.store.is_synced())).encode(e)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Graceful shutdown: stop accepting, drain flows up to a deadline.
+//!
+//! [`Drain`] is a cheap handle shared by every listener and flow. Listeners stop accepting once
+//! [`Drain::signaled`] resolves; flows are spawned on its task tracker so that shutdown can wait
+//! for them, and long-lived ones (HTTP keep-alive connections) watch the signal too, to close
+//! between requests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The shutdown signal and the set of running flows.
+#[derive(Clone, Debug, Default)]
+pub struct Drain {
+    signal: CancellationToken,
+    flows: TaskTracker,
+}
+
+impl Drain {
+    /// A fresh, unsignaled drain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spawns a flow that shutdown waits for.
+    pub fn spawn<F>(&self, flow: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.flows.spawn(flow);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn signaled(&self) {
+        self.signal.cancelled().await
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_signaled(&self) -> bool {
+        self.signal.is_cancelled()
+    }
+
+    /// A token cancelled on shutdown, or earlier by whoever holds it (a listener being removed).
+    pub fn child_token(&self) -> CancellationToken {
+        self.signal.child_token()
+    }
+
+    /// The number of flows still running.
+    pub fn active(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Begins shutdown and waits up to `deadline` for the flows to finish. Returns the number
+    /// of flows still running when it gave up (0 when all drained).
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.signal.cancel();
+        self.flows.close();
+        let _ = tokio::time::timeout(deadline, self.flows.wait()).await;
+        self.flows.len()
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop the proxy");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_flows_then_gives_up() {
+        let drain = Drain::new();
+        let d = drain.clone();
+        drain.spawn(async move {
+            d.signaled().await;
+        });
+        drain.spawn(std::future::pending());
+        assert_eq!(drain.active(), 2);
+        let left = drain.drain(Duration::from_secs(5)).await;
+        assert_eq!(
+            left, 1,
+            "the flow that honours the signal ends; the stuck one is left"
+        );
+        assert!(drain.is_signaled());
+    }
+}

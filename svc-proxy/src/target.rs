@@ -1,0 +1,201 @@
+//! What a listener serves: one Service port reached one way ([`Route`]), with its balancer,
+//! metrics and live endpoint sets ([`Target`]).
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use svc_core::model::{Protocol, ServiceKey, ServicePort};
+use svc_core::store::{PortRef, ServiceSnapshot, VipKind};
+use svc_tower::policy::{self, Scope};
+use tokio::sync::watch;
+
+use crate::metrics::ServiceMetrics;
+use crate::Context;
+use svc_tower::balance::{BalanceConfig, EndpointPool, NoEndpoints, Pick};
+
+/// How a listener speaks to clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Plain TCP: one endpoint per connection.
+    Tcp,
+    /// `appProtocol: http`: HTTP/1.1 (or HTTP/2 with prior knowledge) with per-request
+    /// balancing over HTTP/1.1 endpoint connections.
+    Http,
+    /// `appProtocol: kubernetes.io/h2c`: HTTP/2 with prior knowledge on both sides.
+    H2c,
+    /// UDP: per-client flows.
+    Udp,
+}
+
+impl Mode {
+    /// The mode a Service port asks for.
+    pub fn of(port: &ServicePort) -> Option<Self> {
+        match (port.protocol, port.app_protocol.as_deref()) {
+            (Protocol::Udp, _) => Some(Self::Udp),
+            (Protocol::Tcp, Some("http")) => Some(Self::Http),
+            (Protocol::Tcp, Some("kubernetes.io/h2c")) => Some(Self::H2c),
+            (Protocol::Tcp, _) => Some(Self::Tcp),
+            (Protocol::Sctp, _) => None,
+        }
+    }
+}
+
+/// Which Service port a listener serves, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The Service.
+    pub service: ServiceKey,
+    /// The Service port number.
+    pub port: u16,
+    /// The Service port protocol.
+    pub protocol: Protocol,
+    /// How the address reaches the Service: cluster IP, external IP, load-balancer IP or
+    /// NodePort (which decides the traffic policy).
+    pub kind: VipKind,
+    /// How to speak to clients.
+    pub mode: Mode,
+}
+
+impl Route {
+    /// Internal (cluster IP) or external (NodePort, external and load-balancer IPs).
+    pub fn scope(&self) -> Scope {
+        Scope::from(self.kind)
+    }
+
+    /// The balancer this route shares with other routes of the same port and scope.
+    pub fn pool_key(&self) -> (ServiceKey, u16, Protocol, Scope) {
+        (self.service.clone(), self.port, self.protocol, self.scope())
+    }
+}
+
+/// Endpoint sets of a Service port, recomputed from each store snapshot.
+#[derive(Debug, Default)]
+pub struct EndpointSets {
+    /// Every endpoint the Service port lists, whatever its conditions.
+    pub listed: HashSet<SocketAddr>,
+    /// The endpoints eligible for new traffic (policy applied).
+    pub eligible: HashSet<SocketAddr>,
+}
+
+/// Everything a listener needs for one route. Shared by the listeners of one Service port
+/// and scope (e.g. both cluster IPs of a dual-stack Service), so that they balance together.
+#[derive(Debug)]
+pub struct Target {
+    /// Shared proxy state.
+    pub ctx: Arc<Context>,
+    /// The Service.
+    pub service: ServiceKey,
+    /// The Service port number.
+    pub port: u16,
+    /// The Service port protocol.
+    pub protocol: Protocol,
+    /// Internal or external.
+    pub scope: Scope,
+    /// The balancer.
+    pub pool: EndpointPool,
+    /// Counters.
+    pub metrics: Arc<ServiceMetrics>,
+    /// Live endpoint sets, for `--reset-removed` and UDP re-picks.
+    pub sets: watch::Receiver<Arc<EndpointSets>>,
+}
+
+impl Target {
+    /// Builds the target of `route` and starts following the store.
+    pub fn new(ctx: Arc<Context>, route: &Route) -> Arc<Self> {
+        let port_ref = PortRef::Number(route.port, route.protocol);
+        let pool = EndpointPool::new(
+            ctx.store.clone(),
+            route.service.clone(),
+            port_ref.clone(),
+            ctx.locality.clone(),
+            route.scope(),
+            BalanceConfig::default(),
+        );
+        let http = matches!(route.mode, Mode::Http | Mode::H2c);
+        let metrics = ctx
+            .metrics
+            .service(&route.service, route.port, route.protocol, http);
+        let mut snapshots = ctx.store.watch_service(&route.service);
+        let (locality, scope) = (ctx.locality.clone(), route.scope());
+        // The first sets are computed here, so that no flow ever sees a made-up empty set.
+        let first = sets_of(
+            snapshots.borrow_and_update().as_deref(),
+            &port_ref,
+            &locality,
+            scope,
+        );
+        let (tx, sets) = watch::channel(Arc::new(first));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = snapshots.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+                let snap = snapshots.borrow_and_update().clone();
+                tx.send_replace(Arc::new(sets_of(
+                    snap.as_deref(),
+                    &port_ref,
+                    &locality,
+                    scope,
+                )));
+            }
+        });
+        Arc::new(Self {
+            ctx,
+            service: route.service.clone(),
+            port: route.port,
+            protocol: route.protocol,
+            scope: route.scope(),
+            pool,
+            metrics,
+            sets,
+        })
+    }
+
+    /// Picks an endpoint for `client` (avoiding `exclude`, the endpoints a retry already
+    /// failed on, unless nothing else is left) and counts the pick.
+    pub fn pick(&self, client: IpAddr, exclude: &[SocketAddr]) -> Result<Pick, NoEndpoints> {
+        let pick = self.pool.pick_excluding(Some(client), exclude)?;
+        self.metrics.endpoint(pick.addr).picks.inc();
+        Ok(pick)
+    }
+
+    /// The endpoints eligible right now, computed from the store's latest snapshot (the
+    /// balancer and [`Self::sets`] follow the store from their own tasks, so they may be a
+    /// moment behind).
+    pub fn eligible_now(&self) -> HashSet<SocketAddr> {
+        let snap = self.ctx.store.get(&self.service);
+        sets_of(
+            snap.as_deref(),
+            &PortRef::Number(self.port, self.protocol),
+            &self.ctx.locality,
+            self.scope,
+        )
+        .eligible
+    }
+
+    /// Reports a failure talking to a picked endpoint.
+    pub fn failed(&self, pick: Pick) {
+        self.metrics.endpoint(pick.addr).errors.inc();
+        pick.failure();
+    }
+}
+
+fn sets_of(
+    snap: Option<&ServiceSnapshot>,
+    port: &PortRef,
+    locality: &policy::Locality,
+    scope: Scope,
+) -> EndpointSets {
+    let Some((svc, p)) = snap.and_then(|s| port.find(s).map(|p| (s, p))) else {
+        return EndpointSets::default();
+    };
+    EndpointSets {
+        listed: p.endpoints.iter().map(|e| e.addr).collect(),
+        eligible: policy::eligible(&svc.service, &p.endpoints, locality, scope)
+            .into_iter()
+            .map(|e| e.addr)
+            .collect(),
+    }
+}

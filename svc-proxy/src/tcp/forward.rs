@@ -1,0 +1,165 @@
+//! One TCP connection: pick an endpoint, connect (retrying another on failure), copy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use svc_tower::balance::Pick;
+
+use super::copy::{self, CopyEnd, Counters};
+use crate::target::{EndpointSets, Target};
+
+/// Endpoints tried per connection before giving up.
+pub const CONNECT_ATTEMPTS: usize = 3;
+
+/// Decrements the active gauge when the flow ends, however it ends.
+struct ActiveGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Forwards one accepted connection.
+pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAddr) {
+    let m = &target.metrics;
+    m.connections.inc();
+    m.active.inc();
+    let _active = ActiveGuard(&m.active);
+    let Some(Connected {
+        mut server,
+        endpoint,
+        pick,
+        rtt,
+    }) = connect(&target, peer.ip()).await
+    else {
+        // Nothing to talk to: a reset tells the client at once (as kube-proxy's REJECT does).
+        reset(&client);
+        return;
+    };
+    let args = &target.ctx.args;
+    let copy = copy::bidirectional(
+        &mut client,
+        &mut server,
+        args.buffer_size,
+        args.idle_timeout,
+        Counters {
+            rx: &m.rx,
+            tx: &m.tx,
+        },
+    );
+    let end = if args.reset_removed {
+        tokio::select! {
+            end = copy => Some(end),
+            _ = removed(target.sets.clone(), endpoint) => None,
+        }
+    } else {
+        Some(copy.await)
+    };
+    // The pick was held for the whole flow, so that the balancer counted it as in flight (P2C
+    // over PeakEWMA × in-flight is then latency-weighted least-connections); the sample is the
+    // connect time.
+    pick.success(rtt);
+    match end {
+        Some(CopyEnd::Closed) => {}
+        Some(CopyEnd::Idle) => {
+            tracing::debug!(service = %target.service, client = %peer, %endpoint, "idle timeout");
+        }
+        Some(CopyEnd::Error(error)) => {
+            // Pass a reset on as a reset, so that neither side mistakes a cut flow for a
+            // complete one.
+            tracing::debug!(service = %target.service, client = %peer, %endpoint, %error, "flow failed");
+            reset(&client);
+            reset(&server);
+        }
+        None => {
+            tracing::info!(service = %target.service, client = %peer, %endpoint,
+                "endpoint removed; resetting flow (--reset-removed)");
+            reset(&client);
+            reset(&server);
+        }
+    }
+}
+
+/// Makes the socket send RST instead of FIN when dropped.
+fn reset(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// Resolves once `endpoint` is no longer listed by the Service port (never, if the target is
+/// gone, as the listener is then shutting down and drain decides).
+async fn removed(mut sets: watch::Receiver<Arc<EndpointSets>>, endpoint: SocketAddr) {
+    if sets
+        .wait_for(|s| !s.listed.contains(&endpoint))
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A connection to a picked endpoint.
+pub struct Connected {
+    /// The connection.
+    pub server: TcpStream,
+    /// Where it goes.
+    pub endpoint: SocketAddr,
+    /// The balancer's pick, in flight until reported.
+    pub pick: Pick,
+    /// How long connecting took.
+    pub rtt: Duration,
+}
+
+/// Connects to a picked endpoint, trying up to [`CONNECT_ATTEMPTS`] different ones.
+pub async fn connect(target: &Target, client: IpAddr) -> Option<Connected> {
+    let timeout = target.ctx.args.connect_timeout;
+    let mut tried: Vec<SocketAddr> = Vec::with_capacity(CONNECT_ATTEMPTS);
+    for _ in 0..CONNECT_ATTEMPTS {
+        let pick = match target.pick(client, &tried) {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::debug!(service = %target.service, port = target.port, %client, %error, "no endpoint");
+                return None;
+            }
+        };
+        let addr = pick.addr;
+        if tried.contains(&addr) {
+            // Only failed endpoints are left.
+            break;
+        }
+        tried.push(addr);
+        let started = Instant::now();
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(server)) => {
+                let _ = server.set_nodelay(true);
+                return Some(Connected {
+                    server,
+                    endpoint: addr,
+                    pick,
+                    rtt: started.elapsed(),
+                });
+            }
+            Ok(Err(error)) if crate::tcp::listener::is_resource_exhaustion(&error) => {
+                // Our own problem, not the endpoint's: no failure report, no retry.
+                tracing::warn!(service = %target.service, endpoint = %addr, %error, "cannot open a socket to the endpoint");
+                return None;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(service = %target.service, endpoint = %addr, %error, "connect failed; trying another endpoint");
+                target.failed(pick);
+            }
+            Err(_) => {
+                tracing::debug!(service = %target.service, endpoint = %addr, ?timeout, "connect timed out; trying another endpoint");
+                target.failed(pick);
+            }
+        }
+    }
+    tracing::warn!(service = %target.service, port = target.port, %client, tried = ?tried, "no endpoint accepted the connection");
+    None
+}

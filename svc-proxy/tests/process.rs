@@ -1,0 +1,226 @@
+//! The built binary: SIGTERM drain, and surviving file-descriptor exhaustion.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_svc-proxy");
+
+fn echo_manifests(test: &str, net: u8) -> Manifests {
+    let m = Manifests::new(test);
+    m.write(
+        "svc.yaml",
+        &service(
+            "echo",
+            &format!("127.{net}.0.1"),
+            &["{name: tcp, port: 7000, targetPort: 7001}"],
+            "",
+        ),
+    );
+    let ip = format!("127.{net}.0.11");
+    m.write(
+        "slice.yaml",
+        &slice("echo-1", "echo", ("tcp", 7001, "TCP"), &[(&ip, true, "")]),
+    );
+    m
+}
+
+fn spawn(prefix: &[&str], flags: &[&str], log: &std::path::Path) -> Child {
+    let (cmd, args): (&str, Vec<&str>) = match prefix.split_first() {
+        Some((c, rest)) => (
+            c,
+            rest.iter()
+                .copied()
+                .chain([BIN])
+                .chain(flags.iter().copied())
+                .collect(),
+        ),
+        None => (BIN, flags.to_vec()),
+    };
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn sigterm(child: &Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
+    if s.write_all(msg).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).await.is_ok() && buf == msg
+}
+
+async fn admin_status(admin: &str, path: &str) -> u16 {
+    let out = run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{admin}{path}"),
+        ],
+    )
+    .await;
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_drains_open_flows_then_exits() {
+    let _echo = svc_testkit::spawn_tcp_echo("127.71.0.11:7001".parse().unwrap())
+        .await
+        .unwrap();
+    let m = echo_manifests("sigterm", 71);
+    let log = m.dir.join("proxy.log");
+    let admin = "127.71.0.1:9901";
+    let mut child = spawn(
+        &[],
+        &[
+            "--manifests",
+            m.path().to_str().unwrap(),
+            "--admin-addr",
+            admin,
+            "--drain-timeout",
+            "120s",
+        ],
+        &log,
+    );
+    let vip: SocketAddr = "127.71.0.1:7000".parse().unwrap();
+    wait_listening(vip).await;
+    let mut flow = TcpStream::connect(vip).await.unwrap();
+    assert!(roundtrip(&mut flow, b"before").await);
+
+    sigterm(&child).await;
+    // New connections are refused at once (the listener is closed)...
+    wait_refused(vip).await;
+    eventually("readyz reports draining", || async {
+        (admin_status(admin, "/readyz").await == 503).then_some(())
+    })
+    .await;
+    // ...while the open flow keeps working, and the process waits for it.
+    assert!(roundtrip(&mut flow, b"during the drain").await);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before its flow finished"
+    );
+    drop(flow);
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exits once drained")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("drained"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_deadline_bounds_shutdown() {
+    let _echo = svc_testkit::spawn_tcp_echo("127.72.0.11:7001".parse().unwrap())
+        .await
+        .unwrap();
+    let m = echo_manifests("deadline", 72);
+    let log = m.dir.join("proxy.log");
+    let mut child = spawn(
+        &[],
+        &[
+            "--manifests",
+            m.path().to_str().unwrap(),
+            "--admin-addr",
+            "127.72.0.1:9901",
+            "--drain-timeout",
+            "1s",
+        ],
+        &log,
+    );
+    let vip: SocketAddr = "127.72.0.1:7000".parse().unwrap();
+    wait_listening(vip).await;
+    let mut flow = TcpStream::connect(vip).await.unwrap();
+    assert!(roundtrip(&mut flow, b"hi").await);
+    sigterm(&child).await;
+    // The flow never ends by itself; the deadline ends the process anyway.
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exits at the deadline")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("drain deadline passed"), "{log}");
+    drop(flow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let _echo = svc_testkit::spawn_tcp_echo("127.73.0.11:7001".parse().unwrap())
+        .await
+        .unwrap();
+    let m = echo_manifests("emfile", 73);
+    let log = m.dir.join("proxy.log");
+    // 64 descriptors: enough to start, far too few for 100 proxied connections (2 each).
+    let mut child = spawn(
+        &["prlimit", "--nofile=64:64"],
+        &[
+            "--manifests",
+            m.path().to_str().unwrap(),
+            "--admin-addr",
+            "127.73.0.1:9901",
+            "--threads",
+            "1",
+        ],
+        &log,
+    );
+    let vip: SocketAddr = "127.73.0.1:7000".parse().unwrap();
+    wait_listening(vip).await;
+    let mut flows = Vec::new();
+    for _ in 0..100 {
+        // Connects complete in the kernel's backlog whether or not the proxy can accept.
+        if let Ok(s) = TcpStream::connect(vip).await {
+            flows.push(s);
+        }
+    }
+    eventually("the proxy reports running out of descriptors", || async {
+        let log = std::fs::read_to_string(&log).unwrap();
+        (log.contains("out of file descriptors") || log.contains("cannot open a socket"))
+            .then_some(())
+    })
+    .await;
+    drop(flows);
+    // It recovers: new connections are proxied again.
+    eventually("proxying works again", || async {
+        let mut s = TcpStream::connect(vip).await.ok()?;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            roundtrip(&mut s, b"alive?"),
+        )
+        .await
+        .ok()?
+        .then_some(())
+    })
+    .await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the proxy is still running"
+    );
+    sigterm(&child).await;
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
