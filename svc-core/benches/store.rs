@@ -25,10 +25,7 @@ fn cluster_ip(i: usize) -> IpAddr {
 
 fn service(i: usize) -> Service {
     Service {
-        key: ServiceKey::new(format!("ns-{}", i % 100), format!("svc-{i}")),
-        service_type: ServiceType::ClusterIp,
         cluster_ips: vec![cluster_ip(i)],
-        headless: false,
         ports: vec![ServicePort {
             name: Some("http".into()),
             protocol: Protocol::Tcp,
@@ -37,15 +34,10 @@ fn service(i: usize) -> Service {
             node_port: None,
             app_protocol: None,
         }],
-        session_affinity: SessionAffinity::None,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-        external_name: None,
-        external_ips: vec![],
-        load_balancer_ingress: vec![],
-        resource_version: None,
+        ..Service::new(ServiceKey::new(
+            format!("ns-{}", i % 100),
+            format!("svc-{i}"),
+        ))
     }
 }
 

@@ -48,8 +48,6 @@ fn arb_service() -> impl Strategy<Value = Service> {
                     })
                     .collect();
                 Service {
-                    key: ServiceKey::new(NAMESPACES[ns], NAMES[name]),
-                    service_type: ServiceType::ClusterIp,
                     cluster_ips: if headless {
                         vec![]
                     } else {
@@ -57,15 +55,7 @@ fn arb_service() -> impl Strategy<Value = Service> {
                     },
                     headless,
                     ports,
-                    session_affinity: SessionAffinity::None,
-                    internal_traffic_policy: TrafficPolicy::Cluster,
-                    external_traffic_policy: TrafficPolicy::Cluster,
-                    traffic_distribution: None,
-                    publish_not_ready_addresses: false,
-                    external_name: None,
-                    external_ips: vec![],
-                    load_balancer_ingress: vec![],
-                    resource_version: None,
+                    ..Service::new(ServiceKey::new(NAMESPACES[ns], NAMES[name]))
                 }
             },
         )

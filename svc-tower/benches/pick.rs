@@ -17,7 +17,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use svc_core::model::{
     AddressType, Conditions, Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServicePort,
-    ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+    TargetPort,
 };
 use svc_core::store::{Event, PortRef, StoreConfig, Writer};
 use svc_core::ServiceKey;
@@ -31,10 +31,7 @@ const SIZES: [u32; 3] = [10, 100, 1000];
 
 fn service() -> Service {
     Service {
-        key: ServiceKey::new("shop", "web"),
-        service_type: ServiceType::ClusterIp,
         cluster_ips: vec![[10, 96, 0, 1].into()],
-        headless: false,
         ports: vec![ServicePort {
             name: Some("http".into()),
             protocol: Protocol::Tcp,
@@ -43,15 +40,7 @@ fn service() -> Service {
             node_port: None,
             app_protocol: None,
         }],
-        session_affinity: SessionAffinity::None,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-        external_name: None,
-        external_ips: vec![],
-        load_balancer_ingress: vec![],
-        resource_version: None,
+        ..Service::new(ServiceKey::new("shop", "web"))
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use svc_core::model::{
     AddressType, Conditions, Endpoint, EndpointPort, EndpointSlice, Hints, Protocol, Service,
-    ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficDistribution, TrafficPolicy,
+    ServicePort, SessionAffinity, TargetPort, TrafficDistribution, TrafficPolicy,
 };
 use svc_core::store::{Event, PortEndpoint, PortRef, StoreConfig, Writer};
 use svc_core::{ServiceKey, Store};
@@ -22,10 +22,7 @@ pub(crate) fn http() -> PortRef {
 /// `shop/web`, cluster IP 127.0.0.77, port `http` 80 → 8080.
 pub(crate) fn service() -> Service {
     Service {
-        key: key(),
-        service_type: ServiceType::ClusterIp,
         cluster_ips: vec![[127, 0, 0, 77].into()],
-        headless: false,
         ports: vec![ServicePort {
             name: Some("http".into()),
             protocol: Protocol::Tcp,
@@ -34,15 +31,7 @@ pub(crate) fn service() -> Service {
             node_port: None,
             app_protocol: None,
         }],
-        session_affinity: SessionAffinity::None,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-        external_name: None,
-        external_ips: vec![],
-        load_balancer_ingress: vec![],
-        resource_version: None,
+        ..Service::new(key())
     }
 }
 

@@ -113,6 +113,20 @@ pub struct ServicePort {
     pub app_protocol: Option<Str>,
 }
 
+impl ServicePort {
+    /// A TCP port with no nodePort and no appProtocol.
+    pub fn tcp(name: Option<&str>, port: u16, target_port: TargetPort) -> Self {
+        Self {
+            name: name.map(Str::from),
+            protocol: Protocol::Tcp,
+            port,
+            target_port,
+            node_port: None,
+            app_protocol: None,
+        }
+    }
+}
+
 /// One `status.loadBalancer.ingress` entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LoadBalancerIngress {
@@ -156,6 +170,27 @@ pub struct Service {
 }
 
 impl Service {
+    /// A ClusterIP Service with the API's defaults and no addresses or ports. Set what differs
+    /// with struct update syntax: `Service { ports, ..Service::new(key) }`.
+    pub fn new(key: ServiceKey) -> Self {
+        Self {
+            key,
+            service_type: ServiceType::ClusterIp,
+            cluster_ips: Vec::new(),
+            headless: false,
+            ports: Vec::new(),
+            session_affinity: SessionAffinity::None,
+            internal_traffic_policy: TrafficPolicy::Cluster,
+            external_traffic_policy: TrafficPolicy::Cluster,
+            traffic_distribution: None,
+            publish_not_ready_addresses: false,
+            external_name: None,
+            external_ips: Vec::new(),
+            load_balancer_ingress: Vec::new(),
+            resource_version: None,
+        }
+    }
+
     /// The port with this name (`None` matches the unnamed port).
     pub fn port_by_name(&self, name: Option<&str>) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.name.as_deref() == name)

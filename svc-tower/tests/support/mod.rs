@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use svc_core::model::{
     AddressType, Conditions, Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServicePort,
-    ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+    TargetPort,
 };
 use svc_core::store::{Event, PortRef, StoreConfig, Writer};
 use svc_core::{ServiceKey, Store};
@@ -154,10 +154,7 @@ pub fn http_port() -> PortRef {
 /// slice carries its own number), with an optional appProtocol.
 pub fn service(vip: [u8; 4], app_protocol: Option<&str>) -> Service {
     Service {
-        key: key(),
-        service_type: ServiceType::ClusterIp,
         cluster_ips: vec![IpAddr::from(vip)],
-        headless: false,
         ports: vec![ServicePort {
             name: Some("http".into()),
             protocol: Protocol::Tcp,
@@ -166,15 +163,7 @@ pub fn service(vip: [u8; 4], app_protocol: Option<&str>) -> Service {
             node_port: None,
             app_protocol: app_protocol.map(Into::into),
         }],
-        session_affinity: SessionAffinity::None,
-        internal_traffic_policy: TrafficPolicy::Cluster,
-        external_traffic_policy: TrafficPolicy::Cluster,
-        traffic_distribution: None,
-        publish_not_ready_addresses: false,
-        external_name: None,
-        external_ips: vec![],
-        load_balancer_ingress: vec![],
-        resource_version: None,
+        ..Service::new(key())
     }
 }
 
