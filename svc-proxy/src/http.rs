@@ -1,26 +1,39 @@
-//! HTTP mode: per-request balancing for Service ports with `appProtocol: http` (HTTP/1.1,
-//! plus HTTP/2 with prior knowledge from clients that use it) or `kubernetes.io/h2c`
-//! (HTTP/2 with prior knowledge on both sides).
+//! HTTP mode: per-request balancing for Service ports with `appProtocol: http` or
+//! `kubernetes.io/h2c`, through svc-tower's request layer.
+//!
+//! Clients may speak HTTP/1.1 or HTTP/2 with prior knowledge on either kind of port (h2c ports
+//! take HTTP/2 only). The endpoints get what the port's `appProtocol` says: HTTP/1.1 for
+//! `http`; HTTP/2 with prior knowledge for `kubernetes.io/h2c`, unless an endpoint answers the
+//! HTTP/2 preface in HTTP/1.1 (svc-tower asks each once), in which case it gets HTTP/1.1.
 //!
 //! Each request is balanced on its own, so one client keep-alive connection reaches every
-//! endpoint, new endpoints get traffic at once, and connections to removed endpoints are
-//! dropped from the pool. A request the proxy cannot parse gets a 400 from hyper and never
-//! reaches an endpoint; a request that could not be sent is retried on another endpoint.
+//! endpoint, new endpoints get traffic at once, and connections to endpoints that leave the
+//! eligible set are drained. A request the proxy cannot parse gets a 400 from hyper and never
+//! reaches an endpoint; a request whose connect failed is retried on another endpoint.
+//! HTTP/1.1 upgrades (WebSocket) are passed through: after a `101` the two connections are
+//! joined byte for byte.
 
-pub mod pool;
+pub mod body;
 pub mod service;
 
 use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::layer::{BalanceLayer, HttpVersion, NoFallback};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 
 use crate::target::{Mode, Target};
 use crate::tcp::accept_loop;
-use pool::Pool;
 use service::Proxy;
+
+/// Idle HTTP/1.1 connections kept per endpoint. Connections go back to the pool as soon as
+/// their response head is in, so this bounds the concurrency per endpoint that reuses
+/// connections; it is well above what one node's clients drive.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
 /// Serves HTTP mode on `listener` until `cancel` fires.
 pub async fn serve(
@@ -29,10 +42,17 @@ pub async fn serve(
     mode: Mode,
     cancel: CancellationToken,
 ) {
-    let pool = Arc::new(Pool::new(
-        mode == Mode::H2c,
-        target.ctx.args.connect_timeout,
-    ));
+    let ctx = &target.ctx;
+    let pools = Pools::new(
+        ctx.store.clone(),
+        ctx.locality.clone(),
+        BalanceConfig::default(),
+    );
+    let balance = BalanceLayer::new(pools)
+        .http_version(HttpVersion::Service)
+        .connect_timeout(Some(ctx.args.connect_timeout))
+        .max_idle_per_endpoint(MAX_IDLE_PER_ENDPOINT)
+        .layer(NoFallback);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder.http2().timer(TokioTimer::new());
@@ -40,30 +60,12 @@ pub async fn serve(
         builder = builder.http2_only();
     }
     let builder = Arc::new(builder);
-    // Drop pooled connections to endpoints the Service no longer lists.
-    let mut sets = target.sets.clone();
-    let pruner = {
-        let pool = pool.clone();
-        async move {
-            while sets.changed().await.is_ok() {
-                let listed = sets.borrow_and_update().listed.clone();
-                pool.retain(|a| listed.contains(a));
-            }
-        }
-    };
     let drain = target.ctx.drain.clone();
-    let accept = accept_loop(&listener, &cancel, |stream, client| {
-        let proxy = Proxy {
-            target: target.clone(),
-            pool: pool.clone(),
-            client,
-        };
+    accept_loop(&listener, &cancel, |stream, client| {
+        let proxy = Proxy::new(target.clone(), balance.clone(), client);
         drain.spawn(connection(builder.clone(), stream, proxy));
-    });
-    tokio::select! {
-        _ = accept => {}
-        _ = pruner => {}
-    }
+    })
+    .await;
 }
 
 /// Serves one client connection; on shutdown, finishes the request in flight and closes.
@@ -72,7 +74,7 @@ async fn connection(builder: Arc<auto::Builder<TokioExecutor>>, stream: TcpStrea
     let client = proxy.client;
     target.metrics.connections.inc();
     target.metrics.active.inc();
-    let conn = builder.serve_connection(TokioIo::new(stream), proxy);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), proxy);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

@@ -204,6 +204,17 @@ impl ServiceMetrics {
     }
 }
 
+/// HTTP mode's picks and failures, as svc-tower's request layer reports them.
+impl svc_tower::layer::EndpointObserver for ServiceMetrics {
+    fn picked(&self, endpoint: SocketAddr) {
+        self.endpoint(endpoint).picks.inc();
+    }
+
+    fn failed(&self, endpoint: SocketAddr) {
+        self.endpoint(endpoint).errors.inc();
+    }
+}
+
 /// Reads the store's freshness at scrape time.
 #[derive(Debug)]
 struct StoreCollector {

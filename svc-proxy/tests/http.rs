@@ -13,13 +13,31 @@ async fn setup(
     net: u8,
     app_protocol: &str,
 ) -> (Manifests, Proxy, Vec<svc_testkit::Backend>) {
+    setup_with(test, net, app_protocol, Backends::Http1And2).await
+}
+
+/// What the endpoints speak.
+#[derive(PartialEq)]
+enum Backends {
+    Http1And2,
+    /// HTTP/1.1 only, with upgrades (like nginx without `http2`).
+    Http1,
+}
+
+async fn setup_with(
+    test: &str,
+    net: u8,
+    app_protocol: &str,
+    kind: Backends,
+) -> (Manifests, Proxy, Vec<svc_testkit::Backend>) {
     let mut backends = Vec::new();
     for i in 11..=13 {
-        backends.push(
-            svc_testkit::spawn_http_backend(format!("127.{net}.0.{i}:8080").parse().unwrap())
-                .await
-                .unwrap(),
-        );
+        let addr = format!("127.{net}.0.{i}:8080").parse().unwrap();
+        let backend = match kind {
+            Backends::Http1And2 => svc_testkit::spawn_http_backend(addr).await,
+            Backends::Http1 => svc_testkit::spawn_http1_backend(addr).await,
+        };
+        backends.push(backend.unwrap());
     }
     let m = Manifests::new(test);
     let port = format!("{{name: http, port: 80, targetPort: 8080, appProtocol: {app_protocol}}}");
@@ -92,6 +110,17 @@ async fn http_mode_balances_each_request_over_one_keep_alive_connection() {
         Some(60.0),
         "{metrics}"
     );
+    // Response body bytes are counted per Service (when each body is done with).
+    let body_bytes: usize = bodies.iter().map(String::len).sum();
+    eventually("response bytes counted", || async {
+        let (_, metrics) = proxy.admin("/metrics").await;
+        let tx = metric(
+            &metrics,
+            r#"svc_proxy_bytes_total{service="test/web",port="80",protocol="TCP",direction="tx"}"#,
+        );
+        (tx == Some(body_bytes as f64)).then_some(())
+    })
+    .await;
     proxy.stop().await.unwrap();
 }
 
@@ -176,5 +205,87 @@ async fn no_ready_endpoint_gives_503() {
         (String::from_utf8_lossy(&out.stdout) == "503").then_some(())
     })
     .await;
+    proxy.stop().await.unwrap();
+}
+
+/// Sends `n` requests as streams of one prior-knowledge HTTP/2 connection; the bodies.
+async fn h2c_requests(addr: &str, n: usize) -> Vec<String> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut bodies = Vec::new();
+    for _ in 0..n {
+        let req = http::Request::get(format!("http://{addr}/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        bodies.push(String::from_utf8(body.to_vec()).unwrap());
+    }
+    bodies
+}
+
+/// An h2c port whose pods speak HTTP/1.1 only (the bench harness's h2c mode: h2load in
+/// front, nginx behind): each endpoint is asked once whether it speaks HTTP/2, and gets
+/// HTTP/1.1 when it does not, instead of every request failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_port_with_http1_endpoints_gets_http1_upstream() {
+    let (_m, proxy, backends) =
+        setup_with("h2c-h1", 45, "kubernetes.io/h2c", Backends::Http1).await;
+    let bodies = h2c_requests("127.45.0.1:80", 60).await;
+    let seen: HashSet<&str> = bodies.iter().map(String::as_str).collect();
+    for b in &backends {
+        assert!(seen.contains(b.addr().to_string().as_str()), "{seen:?}");
+    }
+    let (_, metrics) = proxy.admin("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"svc_proxy_http_requests_total{service="test/web",port="80",protocol="TCP",code="2xx"}"#
+        ),
+        Some(60.0),
+        "{metrics}"
+    );
+    proxy.stop().await.unwrap();
+}
+
+/// A WebSocket-style upgrade goes through HTTP mode: the `101` comes back with its `Upgrade`
+/// header, and then bytes flow both ways over the joined connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_passed_through() {
+    let (_m, proxy, backends) = setup_with("http-upgrade", 46, "http", Backends::Http1).await;
+    let mut s = TcpStream::connect("127.46.0.1:80").await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"ping"[..], b"and more bytes"] {
+        s.write_all(msg).await.unwrap();
+        let mut echo = vec![0u8; msg.len()];
+        s.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, msg);
+    }
+    assert_eq!(backends.iter().map(|b| b.requests()).sum::<u64>(), 1);
+    // Closing our side ends the tunnel (else the proxy's drain would wait for it).
+    drop(s);
     proxy.stop().await.unwrap();
 }

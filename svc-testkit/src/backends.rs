@@ -113,21 +113,61 @@ fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> Error {
 ///
 /// [`Error::Bind`] if `addr` cannot be bound.
 pub async fn spawn_http_backend(addr: SocketAddr) -> Result<Backend> {
+    spawn_http(addr, Protocols::Both).await
+}
+
+/// Like [`spawn_http_backend`], but speaking HTTP/1.1 only (as nginx without `http2`), and
+/// accepting upgrades: a request with `Connection: upgrade` and `Upgrade: <p>` gets a `101`,
+/// after which the connection echoes its bytes back.
+///
+/// # Errors
+///
+/// [`Error::Bind`] if `addr` cannot be bound.
+pub async fn spawn_http1_backend(addr: SocketAddr) -> Result<Backend> {
+    spawn_http(addr, Protocols::Http1).await
+}
+
+#[derive(Clone, Copy)]
+enum Protocols {
+    Both,
+    Http1,
+}
+
+async fn spawn_http(addr: SocketAddr, protocols: Protocols) -> Result<Backend> {
     let listener = TcpListener::bind(addr).await.map_err(bind_error(addr))?;
     let addr = listener.local_addr().map_err(bind_error(addr))?;
     Ok(Backend::spawn(addr, move |stats, shutdown| {
         accept_loop(listener, stats.clone(), shutdown, move |io| {
-            serve_http(io, addr, stats.clone())
+            serve_http(io, addr, stats.clone(), protocols)
         })
     }))
 }
 
-async fn serve_http(io: TcpStream, addr: SocketAddr, stats: Arc<Stats>) {
+async fn serve_http(io: TcpStream, addr: SocketAddr, stats: Arc<Stats>, protocols: Protocols) {
     let name = Bytes::from(addr.to_string());
-    let service = service_fn(move |_req| {
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let (stats, name) = (stats.clone(), name.clone());
         async move {
             stats.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(protocol) = req.headers().get(http::header::UPGRADE).cloned() {
+                let upgrade = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = upgrade.await {
+                        let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = w.shutdown().await;
+                    }
+                });
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let headers = response.headers_mut();
+                headers.insert(http::header::UPGRADE, protocol);
+                headers.insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("upgrade"),
+                );
+                return Ok::<_, std::convert::Infallible>(response);
+            }
             let latency = *stats.latency.lock();
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
@@ -139,11 +179,23 @@ async fn serve_http(io: TcpStream, addr: SocketAddr, stats: Arc<Stats>) {
             if let Ok(value) = http::HeaderValue::from_maybe_shared(name) {
                 response.headers_mut().insert(BACKEND_HEADER, value);
             }
-            Ok::<_, std::convert::Infallible>(response)
+            Ok(response)
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+    let io = TokioIo::new(io);
+    let ended = match protocols {
+        Protocols::Both => {
+            auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(io, service)
+                .await
+        }
+        Protocols::Http1 => hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await
+            .map_err(Into::into),
+    };
+    if let Err(e) = ended {
         tracing::trace!(error = %e, "backend connection ended");
     }
 }

@@ -49,7 +49,10 @@ mod selector;
 mod server;
 mod store;
 
-pub use backends::{spawn_http_backend, spawn_tcp_echo, spawn_udp_echo, Backend, BACKEND_HEADER};
+pub use backends::{
+    spawn_http1_backend, spawn_http_backend, spawn_tcp_echo, spawn_udp_echo, Backend,
+    BACKEND_HEADER,
+};
 pub use builders::{
     endpoint_slice, service, EndpointPortSpec, EndpointSliceBuilder, EndpointSpec, PortSpec,
     ServiceBuilder, LAST_CHANGE_TRIGGER_TIME, SERVICE_NAME_LABEL,

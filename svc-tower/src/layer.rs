@@ -21,7 +21,12 @@
 //!
 //! The protocol is HTTP/2 when the request is (`Version::HTTP_2`, as tonic sends), when the
 //! Service port's `appProtocol` is `kubernetes.io/h2c`, `h2c` or `grpc`, or when configured;
-//! otherwise HTTP/1.1.
+//! otherwise HTTP/1.1. When it is HTTP/2 because of `appProtocol`, each endpoint is first
+//! asked (once, on a connection of its own) whether it answers the HTTP/2 preface, and one that
+//! answers in HTTP/1.1 gets HTTP/1.1: a port's `appProtocol` is not always true of every pod.
+//!
+//! A [`Destination`] request extension routes a request to a given Service port instead of by
+//! its authority, as a proxy that knows the port from the listener needs.
 //!
 //! Errors are [`BoxError`](crate::error::BoxError)s that downcast to
 //! [`NoEndpoints`](crate::error::NoEndpoints), [`ConnectFailed`](crate::error::ConnectFailed),
@@ -43,6 +48,7 @@
 //! ```
 
 mod conn;
+mod destination;
 mod future;
 mod route;
 mod service;
@@ -51,6 +57,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use destination::{Destination, EndpointObserver};
 pub use future::ResponseFuture;
 pub use service::{Balance, NoFallback};
 
@@ -66,6 +73,10 @@ pub enum HttpVersion {
     Http1,
     /// Always HTTP/2 with prior knowledge (h2c).
     Http2,
+    /// The Service port's `appProtocol` alone decides (HTTP/2 for `kubernetes.io/h2c`, `h2c`
+    /// and `grpc`), whatever version the request came in with: for proxies, whose clients'
+    /// protocol says nothing of the endpoints'.
+    Service,
 }
 
 #[derive(Clone, Debug)]

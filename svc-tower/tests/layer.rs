@@ -10,7 +10,9 @@ use support::*;
 use svc_core::store::Event;
 use svc_tower::balance::{BalanceConfig, Pools};
 use svc_tower::error::{NoEndpoints, NoEndpointsReason, UnknownService};
-use svc_tower::layer::{Balance, BalanceLayer, HttpVersion, NoFallback};
+use svc_tower::layer::{
+    Balance, BalanceLayer, Destination, EndpointObserver, HttpVersion, NoFallback,
+};
 use svc_tower::policy::{Locality, Scope};
 use svc_tower::EndpointPool;
 use tower::{Layer, Service, ServiceExt};
@@ -106,9 +108,16 @@ async fn new_endpoint_gets_requests_on_an_existing_http2_client_without_reconnec
     let seen = spread(&mut client, 40, "http://web.shop:80/", false).await;
     assert_eq!(seen.len(), 2);
     assert_eq!(
-        (b1.accepted(), b2.accepted()),
+        (b1.used(), b2.used()),
         (1, 1),
         "one multiplexed connection each"
+    );
+    // The port's appProtocol says h2c, so each endpoint was first asked on a connection of
+    // its own whether it speaks HTTP/2.
+    assert_eq!(
+        (b1.accepted(), b2.accepted()),
+        (2, 2),
+        "probe + one connection"
     );
 
     let b3 = Backend::start([127, 0, 2, 3]).await;
@@ -118,9 +127,10 @@ async fn new_endpoint_gets_requests_on_an_existing_http2_client_without_reconnec
     assert!(seen.contains_key(&b3.addr.to_string()), "{seen:?}");
     assert_eq!(
         (b1.accepted(), b2.accepted(), b3.accepted()),
-        (1, 1, 1),
-        "no reconnect to the old endpoints, one connection to the new"
+        (2, 2, 2),
+        "no reconnect to the old endpoints, one probe and one connection to the new"
     );
+    assert_eq!((b1.used(), b2.used(), b3.used()), (1, 1, 1));
 }
 
 async fn drains(version: HttpVersion) {
@@ -254,4 +264,66 @@ async fn routes_by_cluster_ip_and_host_header_sharing_connections() {
         1,
         "every name of the Service shares one HTTP/2 connection"
     );
+}
+
+#[derive(Default)]
+struct Observed {
+    picks: parking_lot::Mutex<HashMap<std::net::SocketAddr, u32>>,
+    failures: parking_lot::Mutex<HashMap<std::net::SocketAddr, u32>>,
+}
+
+impl EndpointObserver for Observed {
+    fn picked(&self, endpoint: std::net::SocketAddr) {
+        *self.picks.lock().entry(endpoint).or_default() += 1;
+    }
+    fn failed(&self, endpoint: std::net::SocketAddr) {
+        *self.failures.lock().entry(endpoint).or_default() += 1;
+    }
+}
+
+/// A proxy's way in: the request names no Service (its authority is not one), yet goes to
+/// the destination's pool; every attempt is reported to the observer.
+#[tokio::test]
+async fn destination_routes_by_pool_and_reports_every_attempt() {
+    let b1 = Backend::start([127, 0, 6, 1]).await;
+    let b2 = Backend::start([127, 0, 6, 2]).await;
+    let dead = dead_addr([127, 0, 6, 3]).await;
+    let (_writer, store) = store(service([127, 0, 6, 100], None), &[b1.addr, b2.addr, dead]);
+    let (client, pool) = client(&store, HttpVersion::Service);
+    let observed = std::sync::Arc::new(Observed::default());
+    let destination = Destination::new(pool).observer(observed.clone());
+
+    // Without a destination the authority decides, and it is no Service.
+    let refused = client
+        .clone()
+        .oneshot(get("http://elsewhere.example/"))
+        .await;
+    assert!(refused.unwrap_err().is::<UnknownService>());
+
+    let mut seen = HashMap::<String, u32>::new();
+    let mut sent = 0;
+    for _ in 0..20 {
+        let round: Vec<_> = (0..16)
+            .map(|_| {
+                let mut req = get("http://elsewhere.example/");
+                req.extensions_mut().insert(destination.clone());
+                client.clone().oneshot(req)
+            })
+            .collect();
+        for response in futures::future::join_all(round).await {
+            let response = response.expect("a dead endpoint is retried elsewhere");
+            assert_eq!(response.status(), 200);
+            *seen.entry(text(response).await).or_default() += 1;
+            sent += 1;
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let picks: u32 = observed.picks.lock().values().sum();
+    let failures = observed.failures.lock().clone();
+    let failed: u32 = failures.values().sum();
+    assert_eq!(picks, sent + failed, "one pick per attempt");
+    assert!(failures.keys().all(|a| *a == dead), "{failures:?}");
 }

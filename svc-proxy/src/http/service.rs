@@ -5,30 +5,49 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use hyper_util::rt::TokioIo;
+use svc_tower::error::{BoxError, ConnectFailed, MissingAuthority, NoEndpoints};
+use svc_tower::layer::{Balance, Destination, NoFallback};
+use tower::ServiceExt;
 
-use super::pool::{Conn, Pool};
+use super::body::Counted;
 use crate::target::Target;
 
-/// The response body: the endpoint's, or one the proxy made up for an error.
-pub type Body = Either<Incoming, Full<Bytes>>;
+/// The request body sent upstream: the client's, counted.
+pub type RequestBody = Counted<Incoming>;
 
-/// Endpoints tried per request when connecting fails (before the request is sent).
-const ATTEMPTS: usize = 3;
+/// The response body: the endpoint's (counted), or one the proxy made up for an error.
+pub type Body = Either<Counted<Incoming>, Full<Bytes>>;
 
 /// Proxies one client connection's requests, each to an endpoint picked for it.
 #[derive(Clone)]
 pub struct Proxy {
     /// What the listener serves.
     pub target: Arc<Target>,
-    /// Upstream connections.
-    pub pool: Arc<Pool>,
-    /// The client's address (for session affinity).
+    /// The client's address.
     pub client: SocketAddr,
+    balance: Balance<NoFallback, RequestBody>,
+    destination: Destination,
+}
+
+impl Proxy {
+    /// The proxy for one connection from `client`.
+    pub fn new(
+        target: Arc<Target>,
+        balance: Balance<NoFallback, RequestBody>,
+        client: SocketAddr,
+    ) -> Self {
+        let destination = target.destination.clone().client(client.ip());
+        Self {
+            target,
+            client,
+            balance,
+            destination,
+        }
+    }
 }
 
 impl hyper::service::Service<Request<Incoming>> for Proxy {
@@ -56,76 +75,101 @@ fn error(status: StatusCode, msg: &'static str) -> Response<Body> {
     resp
 }
 
-impl Proxy {
-    async fn proxy(&self, req: Request<Incoming>) -> Response<Body> {
-        let mut req = match prepare(req, self.pool.is_h2()) {
-            Ok(r) => r,
-            Err((status, msg)) => return error(status, msg),
-        };
-        let target = &self.target;
-        let mut tried: Vec<SocketAddr> = Vec::new();
-        for _ in 0..ATTEMPTS {
-            let pick = match target.pick(self.client.ip(), &tried) {
-                Ok(p) => p,
-                Err(_) => {
-                    return error(StatusCode::SERVICE_UNAVAILABLE, "no endpoints available\n")
-                }
-            };
-            let endpoint = pick.addr;
-            if tried.contains(&endpoint) {
-                // Only failed endpoints are left.
-                break;
-            }
-            let started = Instant::now();
-            let conn = match self.pool.pooled(endpoint) {
-                Some(c) => c,
-                None => match self.pool.connect(endpoint).await {
-                    Ok(c) => c,
-                    Err(error) => {
-                        tracing::debug!(service = %target.service, %endpoint, %error, "upstream connect failed; trying another endpoint");
-                        tried.push(endpoint);
-                        target.failed(pick);
-                        continue;
-                    }
-                },
-            };
-            let sent = match conn {
-                Conn::H1(mut sender) => {
-                    let r = sender.try_send_request(req).await;
-                    if r.is_ok() {
-                        self.pool.recycle(endpoint, sender);
-                    }
-                    r
-                }
-                Conn::H2(mut sender) => sender.try_send_request(req).await,
-            };
-            match sent {
-                Ok(mut resp) => {
-                    pick.success(started.elapsed());
-                    strip_hop_by_hop(resp.headers_mut());
-                    return resp.map(Either::Left);
-                }
-                Err(mut e) => match e.take_message() {
-                    // Not sent (a pooled connection closed under us): safe to try again.
-                    Some(unsent) => {
-                        tracing::debug!(service = %target.service, %endpoint, error = %e.error(), "request not sent; retrying");
-                        target.failed(pick);
-                        tried.push(endpoint);
-                        req = unsent;
-                    }
-                    None => {
-                        tracing::debug!(service = %target.service, %endpoint, error = %e.error(), "upstream request failed");
-                        target.failed(pick);
-                        return error(StatusCode::BAD_GATEWAY, "upstream request failed\n");
-                    }
-                },
-            }
-        }
-        error(
-            StatusCode::BAD_GATEWAY,
-            "no endpoint accepted the request\n",
-        )
+/// The status a failed request gets, as Envoy answers: 503 when no endpoint could be reached
+/// (none eligible, or every connect failed), 502 when the endpoint failed the request.
+fn error_response(e: &BoxError) -> Response<Body> {
+    if e.is::<NoEndpoints>() {
+        error(StatusCode::SERVICE_UNAVAILABLE, "no endpoints available\n")
+    } else if e.is::<ConnectFailed>() {
+        error(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed\n")
+    } else if e.is::<MissingAuthority>() {
+        error(StatusCode::BAD_REQUEST, "missing Host\n")
+    } else {
+        error(StatusCode::BAD_GATEWAY, "upstream request failed\n")
     }
+}
+
+impl Proxy {
+    async fn proxy(&self, mut req: Request<Incoming>) -> Response<Body> {
+        if req.method() == http::Method::CONNECT {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
+        }
+        let upgrade = upgrade_of(req.headers()).filter(|_| req.version() == http::Version::HTTP_11);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        strip_hop_by_hop(req.headers_mut());
+        if let Some(protocol) = &upgrade {
+            keep_upgrade(req.headers_mut(), protocol.clone());
+        }
+        let metrics = &self.target.metrics;
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(self.destination.clone());
+        let req = Request::from_parts(parts, Counted::new(body, metrics.rx.clone()));
+        let mut resp = match self.balance.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(service = %self.target.service, client = %self.client, error = %e, "request failed");
+                return error_response(&e);
+            }
+        };
+        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let resp_upgrade = upgrade_of(resp.headers());
+        strip_hop_by_hop(resp.headers_mut());
+        if let (true, Some(client_upgrade), Some(protocol)) =
+            (upgraded, client_upgrade, resp_upgrade)
+        {
+            keep_upgrade(resp.headers_mut(), protocol);
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            self.target.ctx.drain.spawn(tunnel(
+                self.target.clone(),
+                client_upgrade,
+                upstream_upgrade,
+            ));
+        }
+        resp.map(|b| Either::Left(Counted::new(b, metrics.tx.clone())))
+    }
+}
+
+/// Joins an upgraded client connection to the upgraded endpoint connection.
+async fn tunnel(
+    target: Arc<Target>,
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::debug!(service = %target.service, %error, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((rx, tx)) => {
+            target.metrics.rx.inc_by(rx);
+            target.metrics.tx.inc_by(tx);
+        }
+        Err(error) => {
+            tracing::debug!(service = %target.service, %error, "upgraded connection ended with an error");
+        }
+    }
+}
+
+/// The protocol an HTTP/1.1 message asks to upgrade to (`Connection: upgrade` plus an
+/// `Upgrade` header).
+fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
 }
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1), never forwarded.
@@ -155,45 +199,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Rewrites the client's request for the upstream: hop-by-hop headers dropped; origin-form
-/// with a Host header for HTTP/1.1, absolute-form (which gives `:authority`) for HTTP/2.
-fn prepare(
-    mut req: Request<Incoming>,
-    h2: bool,
-) -> Result<Request<Incoming>, (StatusCode, &'static str)> {
-    if req.method() == http::Method::CONNECT {
-        return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n"));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-end", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end"));
     }
-    strip_hop_by_hop(req.headers_mut());
-    let authority: Option<Authority> = req.uri().authority().cloned().or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse().ok())
-    });
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(path);
-    if h2 {
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority.ok_or((StatusCode::BAD_REQUEST, "missing Host\n"))?);
-        req.headers_mut().remove(header::HOST);
-        *req.version_mut() = http::Version::HTTP_2;
-    } else {
-        if !req.headers().contains_key(header::HOST) {
-            if let Some(a) = &authority {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    req.headers_mut().insert(header::HOST, v);
-                }
-            }
-        }
-        *req.version_mut() = http::Version::HTTP_11;
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_of(&h), None);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(upgrade_of(&h), Some(HeaderValue::from_static("websocket")));
     }
-    *req.uri_mut() =
-        Uri::from_parts(parts).map_err(|_| (StatusCode::BAD_REQUEST, "bad request target\n"))?;
-    Ok(req)
 }

@@ -14,6 +14,7 @@ use hyper::body::{Body, Incoming};
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Config;
 use crate::error::BoxError;
@@ -40,6 +41,15 @@ pub(crate) enum Sent<B> {
     /// The connection closed before the request was written: it is given back to be retried.
     Retry(Request<B>, hyper::Error),
     Failed(hyper::Error),
+}
+
+impl<B> Sender<B> {
+    pub(crate) fn proto(&self) -> Proto {
+        match self {
+            Sender::Http1(_) => Proto::Http1,
+            Sender::Http2(_) => Proto::Http2,
+        }
+    }
 }
 
 impl<B> Sender<B>
@@ -80,6 +90,23 @@ pub(crate) struct EndpointConns<B> {
     /// Serialises HTTP/2 connects, so that a burst of requests opens one connection.
     h2_connect: tokio::sync::Mutex<()>,
     h1: Mutex<Vec<http1::SendRequest<B>>>,
+    /// Whether the endpoint speaks HTTP/2, once asked.
+    h2_probe: tokio::sync::OnceCell<bool>,
+}
+
+/// How long the HTTP/2 probe waits for the endpoint's first bytes.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads until `buf` is full or the peer closes; the bytes read.
+async fn read_head(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match stream.read(&mut buf[n..]).await? {
+            0 => break,
+            m => n += m,
+        }
+    }
+    Ok(n)
 }
 
 impl<B> EndpointConns<B> {
@@ -102,38 +129,84 @@ where
             h2: Mutex::new(None),
             h2_connect: tokio::sync::Mutex::new(()),
             h1: Mutex::new(Vec::new()),
+            h2_probe: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// A connection for one request: an existing one when there is one, else a new one.
+    /// A connection for one request: an existing one when there is one (unless `fresh`:
+    /// an idle HTTP/1 one turned out stale), else a new one.
+    ///
+    /// With `detect`, `Http2` comes from the port's `appProtocol` rather than from the
+    /// caller: the endpoint is asked once whether it speaks HTTP/2, and gets HTTP/1.1 if not.
     ///
     /// # Errors
     ///
     /// The connect or handshake error; the request was not touched.
-    pub(crate) async fn sender(&self, proto: Proto) -> Result<Sender<B>, BoxError> {
+    pub(crate) async fn sender(
+        &self,
+        proto: Proto,
+        detect: bool,
+        fresh: bool,
+    ) -> Result<Sender<B>, BoxError> {
+        let proto = match proto {
+            Proto::Http2 if detect && !self.speaks_http2().await? => Proto::Http1,
+            p => p,
+        };
         match proto {
+            // A closed HTTP/2 connection is never reused, and a live one is as good as new.
             Proto::Http2 => self.http2().await.map(Sender::Http2),
-            Proto::Http1 => match self.idle_http1() {
+            Proto::Http1 => match (!fresh).then(|| self.idle_http1()).flatten() {
                 Some(s) => Ok(Sender::Http1(s)),
                 None => self.connect_http1().await.map(Sender::Http1),
             },
         }
     }
 
-    /// A new HTTP/1 connection, bypassing the idle ones (after a stale one failed).
-    pub(crate) async fn fresh(&self, proto: Proto) -> Result<Sender<B>, BoxError> {
-        match proto {
-            // A closed HTTP/2 connection is never reused, and a live one is as good as new.
-            Proto::Http2 => self.http2().await.map(Sender::Http2),
-            Proto::Http1 => self.connect_http1().await.map(Sender::Http1),
-        }
+    /// Whether the endpoint answers the HTTP/2 connection preface as an HTTP/2 server: asked
+    /// once, on a connection of its own (hyper's handshake cannot be undone on a connection
+    /// that turns out to speak HTTP/1.1).
+    ///
+    /// An HTTP/1.1 server answers the preface (`PRI * HTTP/2.0`) with an HTTP/1.x error
+    /// status or hangs up; an HTTP/2 server sends its SETTINGS frame at once. Silence is
+    /// taken as HTTP/2, as the port's `appProtocol` says.
+    async fn speaks_http2(&self) -> Result<bool, BoxError> {
+        /// The client connection preface and an empty SETTINGS frame (RFC 9113 §3.4).
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+        let probe = self.h2_probe.get_or_try_init(|| async {
+            let mut stream =
+                crate::connect::tcp(self.addr, self.config.connect_timeout, self.config.nodelay)
+                    .await?;
+            stream.write_all(PREFACE).await?;
+            let mut head = [0u8; 5];
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, read_head(&mut stream, &mut head));
+            let speaks = match answer.await {
+                Err(_elapsed) => true,
+                Ok(Ok(n)) => n > 0 && !head[..n].starts_with(&b"HTTP/"[..n.min(5)]),
+                Ok(Err(_)) => false,
+            };
+            if !speaks {
+                tracing::info!(endpoint = %self.addr, "endpoint does not speak HTTP/2 with prior knowledge though its port's appProtocol says so; using HTTP/1.1");
+            }
+            Ok::<_, std::io::Error>(speaks)
+        });
+        Ok(*probe.await?)
     }
 
     fn idle_http1(&self) -> Option<http1::SendRequest<B>> {
         let mut pool = self.h1.lock();
-        pool.retain(|s| !s.is_closed());
-        let i = pool.iter().position(|s| s.is_ready())?;
-        Some(pool.swap_remove(i))
+        // From the top, the most recently used first; connections still reading a response
+        // body stay (they are ready again once it is read), closed ones go.
+        let mut i = pool.len();
+        while i > 0 {
+            i -= 1;
+            if pool[i].is_ready() {
+                return Some(pool.swap_remove(i));
+            }
+            if pool[i].is_closed() {
+                pool.swap_remove(i);
+            }
+        }
+        None
     }
 
     fn put_http1(&self, sender: http1::SendRequest<B>) {
@@ -148,7 +221,9 @@ where
         let (sender, conn) = http1::Builder::new().handshake(io).await?;
         let addr = self.addr;
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
+            // With upgrades, a `101` response hands the connection to whoever awaits
+            // `hyper::upgrade::on(response)` (a proxy passing WebSocket through).
+            if let Err(error) = conn.with_upgrades().await {
                 tracing::debug!(endpoint = %addr, %error, "HTTP/1 connection ended");
             }
         });

@@ -1,5 +1,6 @@
 //! [`Balance`]: the request-routing service.
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::conn::{Proto, Sent};
+use super::destination::Destination;
 use super::future::ResponseFuture;
 use super::route::{Route, Routes};
 use super::{Config, HttpVersion};
@@ -139,18 +141,24 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async fn route(self, req: Request<B>) -> Result<Response<Incoming>, BoxError> {
-        let authority = authority_of(&req)?;
-        let scheme = req.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
+    async fn route(self, mut req: Request<B>) -> Result<Response<Incoming>, BoxError> {
         let Self {
             inner,
             pools,
             config,
             routes,
         } = self;
+        if let Some(dest) = req.extensions_mut().remove::<Destination>() {
+            let route = destination_route::<B>(&dest, &pools, &config);
+            let authority = authority_of(&req).or_else(|_| service_authority(&dest))?;
+            let scheme = req.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
+            return send(&config, &route, req, authority, scheme, Some(&dest)).await;
+        }
+        let authority = authority_of(&req)?;
+        let scheme = req.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
         match lookup(&pools, &config, &routes, &authority, &scheme).await? {
             Routed::Cluster(route) => {
-                let result = send(&config, &route, req, authority.clone(), scheme).await;
+                let result = send(&config, &route, req, authority.clone(), scheme, None).await;
                 if let Err(e) = &result {
                     let gone = e
                         .downcast_ref::<NoEndpoints>()
@@ -164,6 +172,37 @@ where
             Routed::Fallback => inner.oneshot(req).await.map_err(Into::into),
         }
     }
+}
+
+/// The route a [`Destination`] carries, made by its first request.
+fn destination_route<B>(dest: &Destination, pools: &Pools, config: &Arc<Config>) -> Arc<Route<B>>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let make = || {
+        let port = pools
+            .store()
+            .get(dest.pool.service())
+            .and_then(|snap| dest.pool.port().find(&snap).map(|p| p.port.clone()));
+        Route::<B>::new(dest.pool.clone(), port.as_ref(), config.clone())
+    };
+    let shared = dest
+        .route
+        .get_or_init(|| make() as Arc<dyn Any + Send + Sync>)
+        .clone();
+    // A Destination used with layers of two body types caches the first one's route only.
+    shared.downcast::<Route<B>>().unwrap_or_else(|_| make())
+}
+
+/// `name.namespace` of the destination's Service, for requests without an authority
+/// (HTTP/1.0 without `Host`).
+fn service_authority(dest: &Destination) -> Result<Authority, MissingAuthority> {
+    let key = dest.pool.service();
+    format!("{}.{}", key.name, key.namespace)
+        .parse()
+        .map_err(|_| MissingAuthority)
 }
 
 async fn lookup<B>(
@@ -201,35 +240,44 @@ async fn send<B>(
     mut req: Request<B>,
     authority: Authority,
     scheme: Scheme,
+    dest: Option<&Destination>,
 ) -> Result<Response<Incoming>, BoxError>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let proto = match (config.version, route.proto_hint) {
-        (HttpVersion::Http1, _) => Proto::Http1,
-        (HttpVersion::Http2, _) => Proto::Http2,
-        (HttpVersion::Auto, _) if req.version() == Version::HTTP_2 => Proto::Http2,
-        (HttpVersion::Auto, hint) => hint.unwrap_or(Proto::Http1),
+    // `detect`: the protocol comes from the port's appProtocol, which an endpoint may not
+    // live up to (an HTTP/1.1 pod behind an h2c port); see `EndpointConns::sender`.
+    let (proto, detect) = match (config.version, route.proto_hint) {
+        (HttpVersion::Http1, _) => (Proto::Http1, false),
+        (HttpVersion::Http2, _) => (Proto::Http2, false),
+        (HttpVersion::Auto, _) if req.version() == Version::HTTP_2 => (Proto::Http2, false),
+        (HttpVersion::Auto | HttpVersion::Service, Some(hint)) => (hint, true),
+        (HttpVersion::Auto | HttpVersion::Service, None) => (Proto::Http1, false),
     };
-    prepare(&mut req, proto, authority, scheme)?;
+    let client = dest.and_then(|d| d.client);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let (mut attempts, mut stale_retries, mut fresh) = (0, 0, false);
     loop {
         attempts += 1;
-        let pick = route.pool.pick_excluding(None, &tried)?;
+        let pick = route.pool.pick_excluding(client, &tried)?;
         let addr = pick.addr;
-        let conns = route.conns(addr);
-        let sender = if fresh {
-            conns.fresh(proto).await
-        } else {
-            conns.sender(proto).await
+        if let Some(d) = dest {
+            d.picked(addr);
+        }
+        let failed = |pick: crate::balance::Pick| {
+            pick.failure();
+            if let Some(d) = dest {
+                d.failed(addr);
+            }
         };
+        let conns = route.conns(addr);
+        let sender = conns.sender(proto, detect, fresh).await;
         let sender = match sender {
             Ok(s) => s,
             Err(error) => {
-                pick.failure();
+                failed(pick);
                 tracing::debug!(endpoint = %addr, %error, attempts, "connect failed");
                 if attempts >= config.max_attempts {
                     return Err(ConnectFailed::new(addr, attempts, into_io(error)).into());
@@ -239,13 +287,14 @@ where
                 continue;
             }
         };
+        prepare(&mut req, sender.proto(), authority.clone(), scheme.clone())?;
         // The RTT sample covers the request only, not connection setup (as with tower's
         // PeakEwma behind a reconnecting service).
         let start = Instant::now();
         match sender.send(req, &conns).await {
             Sent::Response(response) => {
                 if config.eject_on_5xx && response.status().is_server_error() {
-                    pick.failure();
+                    failed(pick);
                 } else {
                     pick.success(start.elapsed());
                 }
@@ -262,7 +311,7 @@ where
                 drop(pick);
             }
             Sent::Retry(_, error) | Sent::Failed(error) => {
-                pick.failure();
+                failed(pick);
                 return Err(RequestFailed::new(addr, error).into());
             }
         }

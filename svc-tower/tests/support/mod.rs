@@ -29,6 +29,8 @@ pub type Body = Empty<Bytes>;
 pub struct Stats {
     pub requests: AtomicU64,
     pub accepted: AtomicU64,
+    /// Connections that carried at least one request.
+    pub used: AtomicU64,
     pub open: AtomicU64,
 }
 
@@ -72,6 +74,11 @@ impl Backend {
         self.stats.accepted.load(Ordering::SeqCst)
     }
 
+    /// Connections that carried at least one request (not, say, an HTTP/2 probe).
+    pub fn used(&self) -> u64 {
+        self.stats.used.load(Ordering::SeqCst)
+    }
+
     pub fn open(&self) -> u64 {
         self.stats.open.load(Ordering::SeqCst)
     }
@@ -105,8 +112,12 @@ async fn serve(
         let (stats, gate, mut stop) = (stats.clone(), gate.clone(), stop.clone());
         conns.spawn(async move {
             let counters = stats.clone();
+            let first = Arc::new(std::sync::Once::new());
             let svc = service_fn(move |req: http::Request<Incoming>| {
                 let (stats, gate) = (stats.clone(), gate.clone());
+                first.call_once(|| {
+                    stats.used.fetch_add(1, Ordering::SeqCst);
+                });
                 async move {
                     stats.requests.fetch_add(1, Ordering::SeqCst);
                     if req.uri().path() == "/hold" {

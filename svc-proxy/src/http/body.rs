@@ -1,0 +1,87 @@
+//! A body that counts the bytes it carries into a Service's byte counter.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use hyper::body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+
+/// Wraps a body and adds the bytes of its data frames to `counter` when it is dropped (one
+/// atomic add per body rather than one per frame: the counter is shared by every connection
+/// of the Service).
+#[derive(Debug)]
+pub struct Counted<B> {
+    inner: B,
+    bytes: u64,
+    counter: Counter,
+}
+
+impl<B> Counted<B> {
+    /// Counts `inner` into `counter`.
+    pub fn new(inner: B, counter: Counter) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            counter,
+        }
+    }
+}
+
+impl<B> Drop for Counted<B> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.counter.inc_by(self.bytes);
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes += data.remaining() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+
+    #[tokio::test]
+    async fn counts_data_frames_once_dropped() {
+        let counter = Counter::default();
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"hello"))),
+            Ok(Frame::data(Bytes::from_static(b", world"))),
+            Ok(Frame::trailers(http::HeaderMap::new())),
+        ];
+        let body = Counted::new(
+            StreamBody::new(futures::stream::iter(frames)),
+            counter.clone(),
+        );
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello, world");
+        assert_eq!(counter.get(), 12);
+    }
+}
