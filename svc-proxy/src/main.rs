@@ -5,6 +5,12 @@ use clap::Parser;
 use svc_proxy::Args;
 use tracing_subscriber::EnvFilter;
 
+// Every proxied request allocates (hyper's buffers, header maps, futures); glibc's malloc
+// showed up at ~10 % of the proxy's CPU in `perf` under HTTP load, mimalloc's thread-local
+// free lists make those allocations much cheaper.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
