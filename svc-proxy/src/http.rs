@@ -1,5 +1,6 @@
-//! HTTP mode: per-request balancing for Service ports with `appProtocol: http` or
-//! `kubernetes.io/h2c`, through svc-tower's request layer.
+//! HTTP mode: per-request balancing for Service ports with `appProtocol: http` (or
+//! `kubernetes.io/ws`) or `kubernetes.io/h2c` (or `h2c`, `grpc`), through svc-tower's request
+//! layer.
 //!
 //! Clients may speak HTTP/1.1 or HTTP/2 with prior knowledge on either kind of port (h2c ports
 //! take HTTP/2 only). The endpoints get what the port's `appProtocol` says: HTTP/1.1 for

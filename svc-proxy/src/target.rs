@@ -30,12 +30,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The mode a Service port asks for.
+    /// The mode a Service port asks for. `appProtocol` values are Kubernetes' own
+    /// (`kubernetes.io/h2c`, `kubernetes.io/ws`) and the IANA service names that Istio and
+    /// Linkerd also read (`http`, `h2c`, `grpc`); anything else is plain TCP.
     pub fn of(port: &ServicePort) -> Option<Self> {
         match (port.protocol, port.app_protocol.as_deref()) {
             (Protocol::Udp, _) => Some(Self::Udp),
-            (Protocol::Tcp, Some("http")) => Some(Self::Http),
-            (Protocol::Tcp, Some("kubernetes.io/h2c")) => Some(Self::H2c),
+            (Protocol::Tcp, Some("http" | "kubernetes.io/ws")) => Some(Self::Http),
+            (Protocol::Tcp, Some("kubernetes.io/h2c" | "h2c" | "grpc")) => Some(Self::H2c),
             (Protocol::Tcp, _) => Some(Self::Tcp),
             (Protocol::Sctp, _) => None,
         }
@@ -203,5 +205,37 @@ fn sets_of(
             .into_iter()
             .map(|e| e.addr)
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use svc_core::model::TargetPort;
+
+    #[test]
+    fn modes_follow_protocol_and_app_protocol() {
+        let port = |protocol, app: Option<&str>| {
+            let mut p = ServicePort::tcp(None, 80, TargetPort::Number(8080));
+            p.protocol = protocol;
+            p.app_protocol = app.map(Into::into);
+            p
+        };
+        let rows: [(Protocol, Option<&str>, Option<Mode>); 10] = [
+            (Protocol::Tcp, None, Some(Mode::Tcp)),
+            (Protocol::Tcp, Some("http"), Some(Mode::Http)),
+            (Protocol::Tcp, Some("kubernetes.io/ws"), Some(Mode::Http)),
+            (Protocol::Tcp, Some("kubernetes.io/h2c"), Some(Mode::H2c)),
+            (Protocol::Tcp, Some("h2c"), Some(Mode::H2c)),
+            (Protocol::Tcp, Some("grpc"), Some(Mode::H2c)),
+            // TLS is end to end: the proxy cannot read it, so it stays L4.
+            (Protocol::Tcp, Some("https"), Some(Mode::Tcp)),
+            (Protocol::Tcp, Some("kubernetes.io/wss"), Some(Mode::Tcp)),
+            (Protocol::Udp, Some("http"), Some(Mode::Udp)),
+            (Protocol::Sctp, None, None),
+        ];
+        for (protocol, app, want) in rows {
+            assert_eq!(Mode::of(&port(protocol, app)), want, "{protocol:?} {app:?}");
+        }
     }
 }
