@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_RESET_REMOVED")]
     pub reset_removed: bool,
 
-    /// Close TCP flows idle for this long, and forget UDP flows idle for this long.
+    /// Close TCP flows (and upgraded HTTP connections, e.g. WebSocket) idle for this long.
     #[arg(long, env = "SVC_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 

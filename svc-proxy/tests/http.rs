@@ -13,7 +13,7 @@ async fn setup(
     net: u8,
     app_protocol: &str,
 ) -> (Manifests, Proxy, Vec<svc_testkit::Backend>) {
-    setup_with(test, net, app_protocol, Backends::Http1And2).await
+    setup_with(test, net, app_protocol, Backends::Http1And2, &[]).await
 }
 
 /// What the endpoints speak.
@@ -29,6 +29,7 @@ async fn setup_with(
     net: u8,
     app_protocol: &str,
     kind: Backends,
+    extra_args: &[&str],
 ) -> (Manifests, Proxy, Vec<svc_testkit::Backend>) {
     let mut backends = Vec::new();
     for i in 11..=13 {
@@ -52,13 +53,14 @@ async fn setup_with(
         &slice("web-1", "web", ("http", 8080, "TCP"), &eps),
     );
     let admin = format!("127.{net}.0.1:9901");
-    let proxy = Proxy::start(&[
+    let mut args = vec![
         "--manifests",
         m.path().to_str().unwrap(),
         "--admin-addr",
         &admin,
-    ])
-    .await;
+    ];
+    args.extend_from_slice(extra_args);
+    let proxy = Proxy::start(&args).await;
     wait_listening(format!("127.{net}.0.1:80").parse().unwrap()).await;
     (m, proxy, backends)
 }
@@ -240,7 +242,7 @@ async fn h2c_requests(addr: &str, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_port_with_http1_endpoints_gets_http1_upstream() {
     let (_m, proxy, backends) =
-        setup_with("h2c-h1", 45, "kubernetes.io/h2c", Backends::Http1).await;
+        setup_with("h2c-h1", 45, "kubernetes.io/h2c", Backends::Http1, &[]).await;
     let bodies = h2c_requests("127.45.0.1:80", 60).await;
     let seen: HashSet<&str> = bodies.iter().map(String::as_str).collect();
     for b in &backends {
@@ -258,12 +260,9 @@ async fn h2c_port_with_http1_endpoints_gets_http1_upstream() {
     proxy.stop().await.unwrap();
 }
 
-/// A WebSocket-style upgrade goes through HTTP mode: the `101` comes back with its `Upgrade`
-/// header, and then bytes flow both ways over the joined connections.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrades_are_passed_through() {
-    let (_m, proxy, backends) = setup_with("http-upgrade", 46, "http", Backends::Http1).await;
-    let mut s = TcpStream::connect("127.46.0.1:80").await.unwrap();
+/// Connects and upgrades to `websocket`; the stream after the `101`.
+async fn upgrade(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
         b"GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
@@ -278,6 +277,40 @@ async fn upgrades_are_passed_through() {
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
+    s
+}
+
+/// An upgraded connection that goes quiet is closed after `--idle-timeout`, like a TCP flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upgraded_connections_are_closed() {
+    let (_m, proxy, _backends) = setup_with(
+        "http-upgrade-idle",
+        47,
+        "http",
+        Backends::Http1,
+        &["--idle-timeout", "1s"],
+    )
+    .await;
+    let mut s = upgrade("127.47.0.1:80").await;
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).await.unwrap();
+    let quiet = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut rest))
+        .await
+        .expect("the proxy closes an idle upgraded connection");
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    assert!(quiet.elapsed() >= std::time::Duration::from_millis(900));
+    proxy.stop().await.unwrap();
+}
+
+/// A WebSocket-style upgrade goes through HTTP mode: the `101` comes back with its `Upgrade`
+/// header, and then bytes flow both ways over the joined connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_passed_through() {
+    let (_m, proxy, backends) = setup_with("http-upgrade", 46, "http", Backends::Http1, &[]).await;
+    let mut s = upgrade("127.46.0.1:80").await;
     for msg in [&b"ping"[..], b"and more bytes"] {
         s.write_all(msg).await.unwrap();
         let mut echo = vec![0u8; msg.len()];

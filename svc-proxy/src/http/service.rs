@@ -142,16 +142,20 @@ async fn tunnel(
             return;
         }
     };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((rx, tx)) => {
-            target.metrics.rx.inc_by(rx);
-            target.metrics.tx.inc_by(tx);
-        }
-        Err(error) => {
-            tracing::debug!(service = %target.service, %error, "upgraded connection ended with an error");
-        }
-    }
+    let args = &target.ctx.args;
+    let metrics = &target.metrics;
+    let end = crate::tcp::copy::bidirectional_io(
+        TokioIo::new(client),
+        TokioIo::new(upstream),
+        args.buffer_size,
+        args.idle_timeout,
+        crate::tcp::copy::Counters {
+            rx: &metrics.rx,
+            tx: &metrics.tx,
+        },
+    )
+    .await;
+    tracing::debug!(service = %target.service, ?end, "upgraded connection ended");
 }
 
 /// The protocol an HTTP/1.1 message asks to upgrade to (`Connection: upgrade` plus an

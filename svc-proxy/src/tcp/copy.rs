@@ -52,10 +52,45 @@ pub async fn bidirectional(
     idle_timeout: Duration,
     counters: Counters<'_>,
 ) -> CopyEnd {
+    // TcpStream's borrowed halves are free; `tokio::io::split` would lock on every call.
+    let (cr, cw) = client.split();
+    let (sr, sw) = server.split();
+    join_halves((cr, cw), (sr, sw), buffer_size, idle_timeout, counters).await
+}
+
+/// [`bidirectional`] for any byte streams (an upgraded HTTP connection, say), split with
+/// `tokio::io::split`.
+pub async fn bidirectional_io<C, S>(
+    client: C,
+    server: S,
+    buffer_size: usize,
+    idle_timeout: Duration,
+    counters: Counters<'_>,
+) -> CopyEnd
+where
+    C: AsyncRead + AsyncWrite,
+    S: AsyncRead + AsyncWrite,
+{
+    let client = tokio::io::split(client);
+    let server = tokio::io::split(server);
+    join_halves(client, server, buffer_size, idle_timeout, counters).await
+}
+
+async fn join_halves<CR, CW, SR, SW>(
+    (mut cr, mut cw): (CR, CW),
+    (mut sr, mut sw): (SR, SW),
+    buffer_size: usize,
+    idle_timeout: Duration,
+    counters: Counters<'_>,
+) -> CopyEnd
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let (mut cr, mut cw) = client.split();
-    let (mut sr, mut sw) = server.split();
     let up = one_way(&mut cr, &mut sw, buffer_size, start, &last, counters.rx);
     let down = one_way(&mut sr, &mut cw, buffer_size, start, &last, counters.tx);
     let idle = async {
