@@ -21,7 +21,9 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Tokio worker threads (default: one per CPU).
+    /// Threads serving TCP and HTTP connections, each a single-threaded runtime with its own
+    /// accept loop on every listener (default: one per CPU). With 1, everything runs on one
+    /// thread; with more, the control plane (watches, DNS, admin, UDP) has a thread of its own.
     #[arg(long, env = "SVC_PROXY_THREADS")]
     pub threads: Option<usize>,
 

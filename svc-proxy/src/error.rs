@@ -32,6 +32,9 @@ pub enum Error {
     /// The DNS forwarder could not be configured.
     #[error("dns forwarder: {0}")]
     Forwarder(String),
+    /// The connection-serving threads could not be started.
+    #[error("starting worker threads: {0}")]
+    Workers(std::io::Error),
     /// A task the proxy depends on stopped unexpectedly.
     #[error("{0} stopped unexpectedly")]
     TaskStopped(&'static str),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use svc_tower::balance::{BalanceConfig, Pools};
-use svc_tower::layer::{BalanceLayer, HttpVersion, NoFallback};
+use svc_tower::layer::{BalanceLayer, Destination, HttpVersion, NoFallback};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
@@ -61,9 +61,12 @@ pub async fn serve(
         builder = builder.http2_only();
     }
     let builder = Arc::new(builder);
+    // Upstream connections belong to this accept loop (one per worker thread), so that a
+    // request and its upstream connection are served on the same thread.
+    let destination = Destination::new(target.pool.clone()).observer(target.metrics.clone());
     let drain = target.ctx.drain.clone();
     accept_loop(&listener, &cancel, |stream, client| {
-        let proxy = Proxy::new(target.clone(), balance.clone(), client);
+        let proxy = Proxy::new(target.clone(), balance.clone(), &destination, client);
         drain.spawn(connection(builder.clone(), stream, proxy));
     })
     .await;

@@ -40,6 +40,7 @@ pub mod shutdown;
 pub mod target;
 pub mod tcp;
 pub mod udp;
+pub mod workers;
 
 pub use cli::Args;
 pub use error::{Error, Result};
@@ -75,6 +76,8 @@ pub struct Context {
     pub drain: Drain,
     /// This node's name and zone.
     pub locality: Locality,
+    /// The threads that serve TCP and HTTP connections.
+    pub workers: workers::Workers,
 }
 
 /// A started proxy.
@@ -125,6 +128,8 @@ impl Running {
         // The reconciler closes its listeners as soon as the drain begins; bound the wait all
         // the same, so that nothing can keep the process from exiting.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.reconciler).await;
+        // Ending the worker runtimes drops the flows still open past the deadline.
+        self.ctx.workers.stop();
         if left > 0 {
             tracing::warn!(
                 flows = left,
@@ -166,12 +171,17 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
 
     let metrics = Arc::new(Metrics::new(store.clone()));
     let locality = Locality::new(args.node_name.as_deref(), args.zone.as_deref());
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let workers = workers::Workers::start(threads).map_err(Error::Workers)?;
     let ctx = Arc::new(Context {
         store: store.clone(),
         args,
         metrics,
         drain: Drain::new(),
         locality,
+        workers,
     });
 
     let admin = admin::bind(ctx.args.admin_addr).await?;

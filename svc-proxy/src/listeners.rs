@@ -33,7 +33,7 @@ pub struct ListenKey {
 struct Active {
     route: Route,
     /// `None` when binding failed; retried when the route changes.
-    running: Option<(CancellationToken, JoinHandle<()>)>,
+    running: Option<(CancellationToken, Vec<JoinHandle<()>>)>,
     /// The interface address this listener holds, if any.
     iface_ip: Option<IpAddr>,
 }
@@ -72,9 +72,9 @@ impl Reconciler {
             self.reconcile(keys).await;
         }
         for (_, active) in self.listeners.drain() {
-            if let Some((cancel, task)) = active.running {
+            if let Some((cancel, tasks)) = active.running {
                 cancel.cancel();
-                let _ = task.await;
+                futures::future::join_all(tasks).await;
             }
         }
     }
@@ -234,19 +234,27 @@ impl Reconciler {
         let freebind = self.iface.is_some();
         let target = self.target(&route);
         let cancel = self.ctx.drain.child_token();
+        let workers = &self.ctx.workers;
         let started = match route.mode {
-            Mode::Tcp => tcp::listen(lk.addr, freebind)
-                .map(|l| tokio::spawn(tcp::serve(l, target, cancel.clone()))),
-            Mode::Http | Mode::H2c => tcp::listen(lk.addr, freebind)
-                .map(|l| tokio::spawn(http::serve(l, target, route.mode, cancel.clone()))),
+            Mode::Tcp => tcp::listen(lk.addr, freebind).and_then(|l| {
+                let cancel = cancel.clone();
+                workers.serve(l, move |l| tcp::serve(l, target.clone(), cancel.clone()))
+            }),
+            Mode::Http | Mode::H2c => tcp::listen(lk.addr, freebind).and_then(|l| {
+                let (cancel, mode) = (cancel.clone(), route.mode);
+                workers.serve(l, move |l| {
+                    http::serve(l, target.clone(), mode, cancel.clone())
+                })
+            }),
+            // One socket, one flow table: UDP stays on the control-plane runtime.
             Mode::Udp => udp::bind(lk.addr, freebind)
-                .map(|s| tokio::spawn(udp::serve(s, target, cancel.clone()))),
+                .map(|s| vec![tokio::spawn(udp::serve(s, target, cancel.clone()))]),
         };
         let running = match started {
-            Ok(task) => {
+            Ok(tasks) => {
                 tracing::info!(addr = %lk.addr, protocol = lk.protocol.as_str(), service = %route.service,
                     mode = ?route.mode, "listening");
-                Some((cancel, task))
+                Some((cancel, tasks))
             }
             Err(error) => {
                 tracing::warn!(addr = %lk.addr, protocol = lk.protocol.as_str(), service = %route.service,
@@ -279,11 +287,11 @@ impl Reconciler {
                 self.by_service.remove(&active.route.service);
             }
         }
-        if let Some((cancel, task)) = active.running {
-            // Wait for the task to drop its socket, so that the address can be bound again at
-            // once (e.g. when only the appProtocol changed).
+        if let Some((cancel, tasks)) = active.running {
+            // Wait for the tasks to drop their sockets, so that the address can be bound again
+            // at once (e.g. when only the appProtocol changed).
             cancel.cancel();
-            let _ = task.await;
+            futures::future::join_all(tasks).await;
             self.release_target(&active.route);
             tracing::info!(addr = %lk.addr, protocol = lk.protocol.as_str(), service = %active.route.service,
                 "stopped listening");

@@ -19,15 +19,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    // One thread: a current-thread runtime has no cross-thread wakeups at all.
-    let mut builder = match args.threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    if let Some(n) = args.threads.filter(|n| *n > 1) {
-        builder.worker_threads(n);
-    }
-    let runtime = builder
+    // The control plane; connections are served on `--threads` worker runtimes of their own
+    // (see `svc_proxy::workers`), or here when there is one thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")?;

@@ -13,7 +13,6 @@ use tokio::sync::watch;
 use crate::metrics::ServiceMetrics;
 use crate::Context;
 use svc_tower::balance::{BalanceConfig, EndpointPool, NoEndpoints, Pick};
-use svc_tower::layer::Destination;
 
 /// How a listener speaks to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,9 +100,6 @@ pub struct Target {
     pub metrics: Arc<ServiceMetrics>,
     /// Live endpoint sets, for `--reset-removed` and UDP re-picks.
     pub sets: watch::Receiver<Arc<EndpointSets>>,
-    /// Where HTTP mode sends requests (carrying the upstream connections of the listeners
-    /// that share this target).
-    pub destination: Destination,
 }
 
 impl Target {
@@ -147,9 +143,7 @@ impl Target {
                 )));
             }
         });
-        let destination = Destination::new(pool.clone()).observer(metrics.clone());
         Arc::new(Self {
-            destination,
             ctx,
             service: route.service.clone(),
             port: route.port,

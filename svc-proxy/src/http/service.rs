@@ -34,13 +34,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The proxy for one connection from `client`.
+    /// The proxy for one connection from `client`, sending requests to `destination`.
     pub fn new(
         target: Arc<Target>,
         balance: Balance<NoFallback, RequestBody>,
+        destination: &Destination,
         client: SocketAddr,
     ) -> Self {
-        let destination = target.destination.clone().client(client.ip());
+        let destination = destination.clone().client(client.ip());
         Self {
             target,
             client,
