@@ -65,6 +65,18 @@ async fn setup_with(
     (m, proxy, backends)
 }
 
+/// Every backend answered at least one of the requests (bodies are backend addresses).
+fn assert_all_answered(bodies: &[String], backends: &[svc_testkit::Backend]) {
+    let seen: HashSet<&str> = bodies.iter().map(String::as_str).collect();
+    for b in backends {
+        assert!(
+            seen.contains(b.addr().to_string().as_str()),
+            "{} got no request: {seen:?}",
+            b.addr()
+        );
+    }
+}
+
 /// Runs one curl with many URLs (curl reuses one connection for them) and returns the bodies
 /// and the number of connections curl opened.
 async fn curl_many(args: &[&str], url: &str, n: usize) -> (Vec<String>, usize) {
@@ -95,14 +107,7 @@ async fn http_mode_balances_each_request_over_one_keep_alive_connection() {
     let (bodies, connects) = curl_many(&["--http1.1"], "http://127.41.0.1/", 60).await;
     assert_eq!(connects, 1, "curl used one keep-alive connection");
     assert_eq!(bodies.len(), 60);
-    let seen: HashSet<&str> = bodies.iter().map(String::as_str).collect();
-    for b in &backends {
-        assert!(
-            seen.contains(b.addr().to_string().as_str()),
-            "{} got no request: {seen:?}",
-            b.addr()
-        );
-    }
+    assert_all_answered(&bodies, &backends);
     let (_, metrics) = proxy.admin("/metrics").await;
     assert_eq!(
         metric(
@@ -132,35 +137,8 @@ async fn h2c_mode_balances_streams_of_one_connection() {
     // curl 7.88 cannot reuse a prior-knowledge HTTP/2 connection to a hyper server (it fails
     // the second request with a framing error, proxy or not), so this uses hyper's client:
     // one connection, many streams.
-    let stream = TcpStream::connect("127.42.0.1:80").await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let mut bodies = Vec::new();
-    for _ in 0..60 {
-        let req = http::Request::get("http://127.42.0.1/")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        bodies.push(String::from_utf8(body.to_vec()).unwrap());
-    }
-    let seen: HashSet<&str> = bodies.iter().map(String::as_str).collect();
-    for b in &backends {
-        assert!(
-            seen.contains(b.addr().to_string().as_str()),
-            "{} got no request: {seen:?}",
-            b.addr()
-        );
-    }
+    let bodies = h2c_requests("127.42.0.1:80", 60).await;
+    assert_all_answered(&bodies, &backends);
     proxy.stop().await.unwrap();
 }
 
@@ -244,10 +222,7 @@ async fn h2c_port_with_http1_endpoints_gets_http1_upstream() {
     let (_m, proxy, backends) =
         setup_with("h2c-h1", 45, "kubernetes.io/h2c", Backends::Http1, &[]).await;
     let bodies = h2c_requests("127.45.0.1:80", 60).await;
-    let seen: HashSet<&str> = bodies.iter().map(String::as_str).collect();
-    for b in &backends {
-        assert!(seen.contains(b.addr().to_string().as_str()), "{seen:?}");
-    }
+    assert_all_answered(&bodies, &backends);
     let (_, metrics) = proxy.admin("/metrics").await;
     assert_eq!(
         metric(

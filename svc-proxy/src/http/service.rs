@@ -162,14 +162,15 @@ async fn tunnel(
 /// The protocol an HTTP/1.1 message asks to upgrade to (`Connection: upgrade` plus an
 /// `Upgrade` header).
 fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    // `Upgrade` first: almost no message has one, so this is one lookup per message.
+    let protocol = headers.get(header::UPGRADE)?;
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    asks.then(|| protocol.clone())
 }
 
 fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
