@@ -26,7 +26,9 @@
 //! answers in HTTP/1.1 gets HTTP/1.1: a port's `appProtocol` is not always true of every pod.
 //!
 //! A [`Destination`] request extension routes a request to a given Service port instead of by
-//! its authority, as a proxy that knows the port from the listener needs.
+//! its authority, as a proxy that knows the port from the listener needs;
+//! [`Balance::send_to`] does the same without going through [`tower::Service`] (no boxed
+//! future per request).
 //!
 //! Errors are [`BoxError`](crate::error::BoxError)s that downcast to
 //! [`NoEndpoints`](crate::error::NoEndpoints), [`ConnectFailed`](crate::error::ConnectFailed),

@@ -303,11 +303,19 @@ async fn destination_routes_by_pool_and_reports_every_attempt() {
     let mut seen = HashMap::<String, u32>::new();
     let mut sent = 0;
     for _ in 0..20 {
+        // Half as an extension through `tower::Service`, half with `send_to`.
         let round: Vec<_> = (0..16)
-            .map(|_| {
+            .map(|i| {
                 let mut req = get("http://elsewhere.example/");
-                req.extensions_mut().insert(destination.clone());
-                client.clone().oneshot(req)
+                let (client, destination) = (client.clone(), destination.clone());
+                async move {
+                    if i % 2 == 0 {
+                        req.extensions_mut().insert(destination);
+                        client.oneshot(req).await
+                    } else {
+                        client.send_to(req, &destination).await
+                    }
+                }
             })
             .collect();
         for response in futures::future::join_all(round).await {

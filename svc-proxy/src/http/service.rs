@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use svc_tower::error::{BoxError, ConnectFailed, MissingAuthority, NoEndpoints};
 use svc_tower::layer::{Balance, Destination, NoFallback};
-use tower::ServiceExt;
 
 use super::body::Counted;
 use crate::target::Target;
@@ -102,10 +101,8 @@ impl Proxy {
             keep_upgrade(req.headers_mut(), protocol.clone());
         }
         let metrics = &self.target.metrics;
-        let (mut parts, body) = req.into_parts();
-        parts.extensions.insert(self.destination.clone());
-        let req = Request::from_parts(parts, Counted::new(body, metrics.rx.clone()));
-        let mut resp = match self.balance.clone().oneshot(req).await {
+        let req = req.map(|body| Counted::new(body, metrics.rx.clone()));
+        let mut resp = match self.balance.send_to(req, &self.destination).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(service = %self.target.service, client = %self.client, error = %e, "request failed");
@@ -189,19 +186,46 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.is_empty() {
+    // One pass over the names first, since a removal costs a hash lookup per name: most
+    // requests carry no hop-by-hop header, most responses `Connection: keep-alive` alone.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // Headers named by Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    let lists_others = headers.get_all(header::CONNECTION).iter().any(|v| {
+        let v = v.as_bytes();
+        !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close")
+    });
+    if lists_others {
+        // Headers named by Connection are hop-by-hop too. `close` names none, and the
+        // standard ones are handled below; this allocates only for other names.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -219,6 +243,21 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-end"));
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -149,16 +150,19 @@ where
             routes,
         } = self;
         if let Some(dest) = req.extensions_mut().remove::<Destination>() {
-            let route = destination_route::<B>(&dest, &pools, &config);
-            let authority = authority_of(&req).or_else(|_| service_authority(&dest))?;
-            let scheme = req.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
-            return send(&config, &route, req, authority, scheme, Some(&dest)).await;
+            return to_destination(&pools, &config, req, &dest).await;
         }
         let authority = authority_of(&req)?;
         let scheme = req.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
-        match lookup(&pools, &config, &routes, &authority, &scheme).await? {
+        let routed = match routes.get(authority.as_str()) {
+            Some(route) => Routed::Cluster(route),
+            // Boxed: only a route's first request gets here, and every request's future
+            // would otherwise be as large as this one's.
+            None => Box::pin(lookup(&pools, &config, &routes, &authority, &scheme)).await?,
+        };
+        match routed {
             Routed::Cluster(route) => {
-                let result = send(&config, &route, req, authority.clone(), scheme, None).await;
+                let result = send(&config, route, req, Some(authority.clone()), scheme, None).await;
                 if let Err(e) = &result {
                     let gone = e
                         .downcast_ref::<NoEndpoints>()
@@ -172,6 +176,49 @@ where
             Routed::Fallback => inner.oneshot(req).await.map_err(Into::into),
         }
     }
+}
+
+impl<S, B> Balance<S, B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Sends `req` to `destination`'s Service port, as a request carrying `destination` as an
+    /// extension would go, but without the boxed future and the extension map that a
+    /// [`tower::Service::call`] costs: for proxies, which send every request this way.
+    ///
+    /// # Errors
+    ///
+    /// As for [`tower::Service::call`]: [`NoEndpoints`], [`ConnectFailed`] or
+    /// [`RequestFailed`].
+    pub fn send_to<'a>(
+        &'a self,
+        req: Request<B>,
+        destination: &'a Destination,
+    ) -> impl Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'a {
+        to_destination(&self.pools, &self.config, req, destination)
+    }
+}
+
+/// Not an `async fn`: the route is found here, so that the future is `send`'s alone (each
+/// layer of `async fn` would keep its own copy of the request).
+fn to_destination<'a, B>(
+    pools: &Pools,
+    config: &'a Arc<Config>,
+    req: Request<B>,
+    dest: &'a Destination,
+) -> impl Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'a
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let route = destination_route::<B>(dest, pools, config);
+    // The authority is worked out only if the upstream request needs it (see `prepare`).
+    let authority = req.uri().authority().cloned();
+    let scheme = req.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
+    send(config, route, req, authority, scheme, Some(dest))
 }
 
 /// The route a [`Destination`] carries, made by its first request.
@@ -236,9 +283,9 @@ where
 
 async fn send<B>(
     config: &Config,
-    route: &Route<B>,
+    route: Arc<Route<B>>,
     mut req: Request<B>,
-    authority: Authority,
+    authority: Option<Authority>,
     scheme: Scheme,
     dest: Option<&Destination>,
 ) -> Result<Response<Incoming>, BoxError>
@@ -287,7 +334,7 @@ where
                 continue;
             }
         };
-        prepare(&mut req, sender.proto(), authority.clone(), scheme.clone())?;
+        prepare(&mut req, sender.proto(), authority.as_ref(), &scheme, dest)?;
         // The RTT sample covers the request only, not connection setup (as with tower's
         // PeakEwma behind a reconnecting service).
         let start = Instant::now();
@@ -327,35 +374,52 @@ fn into_io(error: BoxError) -> std::io::Error {
 
 /// Puts the request in the form each protocol wants: origin-form with a `Host` header for
 /// HTTP/1.1, absolute-form (`:scheme` and `:authority`) for HTTP/2.
+///
+/// `authority` is the one the request was routed by, if any; otherwise it comes from the
+/// request, or from the destination's Service name (HTTP/1.0 without `Host`).
 fn prepare<B>(
     req: &mut Request<B>,
     proto: Proto,
-    authority: Authority,
-    scheme: Scheme,
-) -> Result<(), http::Error> {
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    authority: Option<&Authority>,
+    scheme: &Scheme,
+    dest: Option<&Destination>,
+) -> Result<(), BoxError> {
+    let authority = |req: &Request<B>| -> Result<Authority, MissingAuthority> {
+        match (authority, dest) {
+            (Some(a), _) => Ok(a.clone()),
+            (None, Some(dest)) => authority_of(req).or_else(|_| service_authority(dest)),
+            (None, None) => authority_of(req),
+        }
+    };
     match proto {
         Proto::Http1 => {
             *req.version_mut() = Version::HTTP_11;
             if !req.headers().contains_key(HOST) {
-                let host = http::HeaderValue::from_str(authority.as_str())?;
+                let host = http::HeaderValue::from_str(authority(req)?.as_str())?;
                 req.headers_mut().insert(HOST, host);
             }
-            *req.uri_mut() = Uri::from(path);
+            // Most requests arrive in origin-form already.
+            if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+                *req.uri_mut() = Uri::from(path_of(req));
+            }
         }
         Proto::Http2 => {
+            let authority = authority(req)?;
             *req.version_mut() = Version::HTTP_2;
             req.headers_mut().remove(HOST);
             *req.uri_mut() = Uri::builder()
-                .scheme(scheme)
+                .scheme(scheme.clone())
                 .authority(authority)
-                .path_and_query(path)
+                .path_and_query(path_of(req))
                 .build()?;
         }
     }
     Ok(())
+}
+
+fn path_of<B>(req: &Request<B>) -> PathAndQuery {
+    req.uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
