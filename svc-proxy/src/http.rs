@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 
+use crate::metrics::WorkerEndpointMetrics;
 use crate::target::{Mode, Target};
 use crate::tcp::accept_loop;
 use service::Proxy;
@@ -70,7 +71,8 @@ pub async fn serve(
     let builder = Arc::new(builder);
     // Upstream connections belong to this accept loop (one per worker thread), so that a
     // request and its upstream connection are served on the same thread.
-    let destination = Destination::new(target.pool.clone()).observer(target.metrics.clone());
+    let observer = WorkerEndpointMetrics::new(target.metrics.clone());
+    let destination = Destination::new(target.pool.clone()).observer(Arc::new(observer));
     let drain = target.ctx.drain.clone();
     accept_loop(&listener, &cancel, |stream, client| {
         let proxy = Proxy::new(target.clone(), balance.clone(), &destination, client);
