@@ -157,6 +157,24 @@ async fn unparsable_requests_get_400_and_never_reach_an_endpoint() {
     proxy.stop().await.unwrap();
 }
 
+/// HTTP/1.0 without `Host`: the upstream request gets the Service's name as its `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_requests_without_host_are_served() {
+    let (_m, proxy, backends) = setup("http-10", 47, "http").await;
+    let mut s = TcpStream::connect("127.47.0.1:80").await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(
+        backends.iter().any(|b| b.addr().to_string() == body),
+        "answered by a backend: {reply}"
+    );
+    proxy.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_ready_endpoint_gives_503() {
     let (m, proxy, _backends) = setup("http-none", 44, "http").await;
