@@ -142,14 +142,19 @@ async fn h2c_mode_balances_streams_of_one_connection() {
     proxy.stop().await.unwrap();
 }
 
+/// Writes `request` on a new connection and reads until the proxy closes it.
+async fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparsable_requests_get_400_and_never_reach_an_endpoint() {
     let (_m, proxy, backends) = setup("http-bad", 43, "http").await;
-    let mut s = TcpStream::connect("127.43.0.1:80").await.unwrap();
-    s.write_all(b"THIS IS NOT HTTP\r\n\r\n").await.unwrap();
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply).await;
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = raw_exchange("127.43.0.1:80", b"THIS IS NOT HTTP\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert_eq!(backends.iter().map(|b| b.requests()).sum::<u64>(), 0);
     // And it still serves.
@@ -161,11 +166,7 @@ async fn unparsable_requests_get_400_and_never_reach_an_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_requests_without_host_are_served() {
     let (_m, proxy, backends) = setup("http-10", 47, "http").await;
-    let mut s = TcpStream::connect("127.47.0.1:80").await.unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply).await;
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = raw_exchange("127.47.0.1:80", b"GET / HTTP/1.0\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
     let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
     assert!(
