@@ -86,9 +86,7 @@ impl Workers {
         }
         Ok(tasks)
     }
-}
 
-impl Workers {
     /// Ends the worker threads; their runtimes drop whatever tasks are left.
     pub fn stop(&self) {
         self.stop.cancel();

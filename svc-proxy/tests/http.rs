@@ -77,6 +77,19 @@ fn assert_all_answered(bodies: &[String], backends: &[svc_testkit::Backend]) {
     }
 }
 
+/// The proxy's metrics count `n` 2xx responses for the test Service.
+async fn assert_2xx_counted(proxy: &Proxy, n: u32) {
+    let (_, metrics) = proxy.admin("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"svc_proxy_http_requests_total{service="test/web",port="80",protocol="TCP",code="2xx"}"#
+        ),
+        Some(f64::from(n)),
+        "{metrics}"
+    );
+}
+
 /// Runs one curl with many URLs (curl reuses one connection for them) and returns the bodies
 /// and the number of connections curl opened.
 async fn curl_many(args: &[&str], url: &str, n: usize) -> (Vec<String>, usize) {
@@ -108,15 +121,7 @@ async fn http_mode_balances_each_request_over_one_keep_alive_connection() {
     assert_eq!(connects, 1, "curl used one keep-alive connection");
     assert_eq!(bodies.len(), 60);
     assert_all_answered(&bodies, &backends);
-    let (_, metrics) = proxy.admin("/metrics").await;
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"svc_proxy_http_requests_total{service="test/web",port="80",protocol="TCP",code="2xx"}"#
-        ),
-        Some(60.0),
-        "{metrics}"
-    );
+    assert_2xx_counted(&proxy, 60).await;
     // Response body bytes are counted per Service (when each body is done with).
     let body_bytes: usize = bodies.iter().map(String::len).sum();
     eventually("response bytes counted", || async {
@@ -242,15 +247,7 @@ async fn h2c_port_with_http1_endpoints_gets_http1_upstream() {
         setup_with("h2c-h1", 45, "kubernetes.io/h2c", Backends::Http1, &[]).await;
     let bodies = h2c_requests("127.45.0.1:80", 60).await;
     assert_all_answered(&bodies, &backends);
-    let (_, metrics) = proxy.admin("/metrics").await;
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"svc_proxy_http_requests_total{service="test/web",port="80",protocol="TCP",code="2xx"}"#
-        ),
-        Some(60.0),
-        "{metrics}"
-    );
+    assert_2xx_counted(&proxy, 60).await;
     proxy.stop().await.unwrap();
 }
 
