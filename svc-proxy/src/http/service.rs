@@ -224,9 +224,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) != 0 {
+            let te_trailers = *name == header::TE && asks_for_trailers(headers);
             headers.remove(name);
+            if te_trailers {
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
         }
     }
+}
+
+/// Whether `TE` lists `trailers`: the one TE value that goes end to end. gRPC requires it on
+/// every request and HTTP/2 allows exactly that value (RFC 9113 §8.2.2), so Envoy, haproxy
+/// and nginx forward `te: trailers` and drop the rest (transfer codings are per hop).
+fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            // A coding may carry a weight (`trailers;q=0.5` is not valid, but be lenient).
+            let token = t.split(';').next().unwrap_or_default().trim();
+            token.eq_ignore_ascii_case("trailers")
+        })
 }
 
 #[cfg(test)]
@@ -255,9 +275,39 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("te", HeaderValue::from_static("gzip, deflate"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    /// gRPC needs `te: trailers` end to end; other transfer codings stay on their hop.
+    #[test]
+    fn te_keeps_only_trailers() {
+        let rows: [(&[&str], Option<&str>); 6] = [
+            (&["trailers"], Some("trailers")),
+            (&["Trailers"], Some("trailers")),
+            (&["gzip, trailers"], Some("trailers")),
+            (&["gzip", "trailers"], Some("trailers")),
+            (&["gzip;q=0.5, deflate"], None),
+            (&[""], None),
+        ];
+        for (values, want) in rows {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::TE, HeaderValue::from_str(v).unwrap());
+            }
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            strip_hop_by_hop(&mut h);
+            let te: Vec<_> = h.get_all(header::TE).iter().collect();
+            match want {
+                Some(w) => assert_eq!(te, [w], "{values:?}"),
+                None => assert!(te.is_empty(), "{values:?} kept {te:?}"),
+            }
+            assert!(h.contains_key(header::CONTENT_TYPE));
+        }
     }
 
     #[test]
