@@ -83,6 +83,27 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_UDP_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub udp_idle_timeout: Duration,
 
+    /// UDP flows in the whole proxy (each holds a socket). When all are in use, a new flow
+    /// evicts an idle one of its listener (second chance, oldest first), as conntrack does.
+    #[arg(long, env = "SVC_PROXY_UDP_MAX_FLOWS", default_value_t = 16_384)]
+    pub udp_max_flows: usize,
+
+    /// UDP flows from one client IP on one listener; more evict that client's idle flows, so
+    /// one client cannot push out everybody else's.
+    #[arg(
+        long,
+        env = "SVC_PROXY_UDP_MAX_FLOWS_PER_CLIENT",
+        default_value_t = 1_024
+    )]
+    pub udp_max_flows_per_client: usize,
+
+    /// Refuse new TCP connections and UDP flows while the proxy's resident memory is above
+    /// this (e.g. `400MiB`; sampled every 250 ms); flows already open carry on. Off unless
+    /// given; set it below the container's memory limit so the proxy sheds load instead of
+    /// being OOM-killed.
+    #[arg(long, env = "SVC_PROXY_MEMORY_CEILING", value_parser = crate::limits::parse_bytes)]
+    pub memory_ceiling: Option<u64>,
+
     /// Give up connecting to one endpoint after this long, and try another.
     #[arg(long, env = "SVC_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

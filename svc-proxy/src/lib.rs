@@ -34,6 +34,7 @@ pub mod dns;
 mod error;
 pub mod http;
 pub mod iface;
+pub mod limits;
 pub mod listeners;
 pub mod metrics;
 pub mod shutdown;
@@ -78,6 +79,8 @@ pub struct Context {
     pub locality: Locality,
     /// The threads that serve TCP and HTTP connections.
     pub workers: workers::Workers,
+    /// Flow and memory ceilings.
+    pub limits: limits::Limits,
 }
 
 /// A started proxy.
@@ -175,7 +178,9 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let workers = workers::Workers::start(threads).map_err(Error::Workers)?;
+    let limits = limits::Limits::new(args.udp_max_flows, args.memory_ceiling);
     let ctx = Arc::new(Context {
+        limits,
         store: store.clone(),
         args,
         metrics,

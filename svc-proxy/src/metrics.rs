@@ -32,6 +32,8 @@ pub struct Metrics {
     picks: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     dns: Family<Labels, Counter>,
+    udp_drops: Family<Labels, Counter>,
+    udp_evictions: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -46,6 +48,8 @@ impl Metrics {
             picks: Family::default(),
             errors: Family::default(),
             dns: Family::default(),
+            udp_drops: Family::default(),
+            udp_evictions: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -82,6 +86,16 @@ impl Metrics {
             "dns_queries",
             "DNS queries answered, per response code",
             m.dns.clone(),
+        );
+        registry.register(
+            "udp_datagrams_dropped",
+            "UDP datagrams from clients that were not forwarded, per Service port and reason",
+            m.udp_drops.clone(),
+        );
+        registry.register(
+            "udp_flows_evicted",
+            "UDP flows ended early to make room for new ones, per Service port and the limit reached",
+            m.udp_evictions.clone(),
         );
         registry.register_collector(Box::new(StoreCollector { store }));
         Self { registry, ..m }
@@ -128,6 +142,11 @@ impl Metrics {
             picks: self.picks.clone(),
             errors: self.errors.clone(),
             endpoints: Mutex::default(),
+            udp: UdpCounters {
+                drops: self.udp_drops.clone(),
+                evictions: self.udp_evictions.clone(),
+                cached: Default::default(),
+            },
         })
     }
 
@@ -163,6 +182,52 @@ pub struct ServiceMetrics {
     picks: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointMetrics>>>,
+    udp: UdpCounters,
+}
+
+/// Why a UDP datagram from a client was not forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpDrop {
+    /// No endpoint is eligible.
+    NoEndpoints,
+    /// The proxy is above `--memory-ceiling`.
+    MemoryCeiling,
+    /// Every flow slot is taken and none of this listener's flows could make room.
+    FlowLimit,
+    /// A socket for the flow could not be opened (e.g. out of file descriptors).
+    Socket,
+    /// The endpoint socket's send buffer was full, or sending failed.
+    Send,
+}
+
+/// Which ceiling made a UDP flow end early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpEviction {
+    /// `--udp-max-flows-per-client` for the new flow's client IP.
+    ClientLimit,
+    /// `--udp-max-flows` for the whole proxy.
+    GlobalLimit,
+}
+
+const UDP_DROPS: [(UdpDrop, &str); 5] = [
+    (UdpDrop::NoEndpoints, "no_endpoints"),
+    (UdpDrop::MemoryCeiling, "memory_ceiling"),
+    (UdpDrop::FlowLimit, "flow_limit"),
+    (UdpDrop::Socket, "socket_error"),
+    (UdpDrop::Send, "send_failed"),
+];
+const UDP_EVICTIONS: [(UdpEviction, &str); 2] = [
+    (UdpEviction::ClientLimit, "client_limit"),
+    (UdpEviction::GlobalLimit, "global_limit"),
+];
+
+/// UDP drop and eviction counters, created on first use (most Services never drop), then
+/// cached, so that a flood of drops costs no label building.
+#[derive(Debug)]
+struct UdpCounters {
+    drops: Family<Labels, Counter>,
+    evictions: Family<Labels, Counter>,
+    cached: [std::sync::OnceLock<Counter>; UDP_DROPS.len() + UDP_EVICTIONS.len()],
 }
 
 /// The counters of one endpoint of one Service port.
@@ -193,6 +258,40 @@ impl ServiceMetrics {
         let m = Arc::new(EndpointMetrics { picks, errors });
         cache.insert(addr, m.clone());
         m
+    }
+
+    /// Counts a client datagram that was not forwarded.
+    pub fn udp_dropped(&self, why: UdpDrop) {
+        let i = UDP_DROPS.iter().position(|(d, _)| *d == why).unwrap_or(0);
+        self.udp_counter(i, &self.udp.drops, ("reason", UDP_DROPS[i].1))
+            .inc();
+    }
+
+    /// Counts a UDP flow evicted to make room.
+    pub fn udp_evicted(&self, why: UdpEviction) {
+        let i = UDP_EVICTIONS
+            .iter()
+            .position(|(e, _)| *e == why)
+            .unwrap_or(0);
+        self.udp_counter(
+            UDP_DROPS.len() + i,
+            &self.udp.evictions,
+            ("limit", UDP_EVICTIONS[i].1),
+        )
+        .inc();
+    }
+
+    fn udp_counter(
+        &self,
+        slot: usize,
+        family: &Family<Labels, Counter>,
+        label: (&'static str, &str),
+    ) -> &Counter {
+        self.udp.cached[slot].get_or_init(|| {
+            let mut labels = self.labels.clone();
+            labels.push((label.0, label.1.to_string()));
+            family.get_or_create(&labels).clone()
+        })
     }
 
     /// Counts one HTTP response by status class.
