@@ -24,7 +24,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROXY = os.path.join(ROOT, "target/release/svc-proxy")
+PROXY = os.environ.get("PROXY_BIN", os.path.join(ROOT, "target/release/svc-proxy"))
 VIP, PORT, BACKEND, ADMIN = "127.102.0.1", 5300, ("127.102.0.11", 9053), "127.102.0.1:9901"
 CLIENT_IPS = 30
 
