@@ -12,7 +12,8 @@ mod subscribe;
 mod writer;
 
 pub use freshness::{
-    Freshness, LagHistogram, LagSnapshot, ResourceKind, WatchFreshness, WatchStats, LAG_BUCKETS,
+    Connection, Freshness, LagHistogram, LagSnapshot, ResourceKind, WatchFreshness, WatchStats,
+    LAG_BUCKETS,
 };
 pub use index::{VipKind, VipMatch};
 pub use snapshot::{PortEndpoint, PortSnapshot, ServiceSnapshot};
