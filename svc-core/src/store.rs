@@ -173,6 +173,12 @@ impl Store {
         self.shared.index.read().vip(&key).cloned()
     }
 
+    /// The Service that has `ip` among its cluster IPs (for reverse DNS). If two claim it (a
+    /// bad manifest), the lower `namespace/name` wins, as for [`Store::lookup_vip`].
+    pub fn lookup_cluster_ip(&self, ip: IpAddr) -> Option<Arc<ServiceSnapshot>> {
+        self.shared.index.read().cluster_ip(&ip).cloned()
+    }
+
     /// The Service port reached at a NodePort.
     pub fn lookup_node_port(&self, port: u16, protocol: Protocol) -> Option<VipMatch> {
         let key = VipKey {

@@ -180,7 +180,9 @@ async fn apiserver_restarts_and_outages_keep_traffic_and_converge() {
 
     // 1. A restart mid-watch, same state: nothing changes for clients, the watches come back.
     server.restart().await.unwrap();
-    assert!(all_answered(10).await.is_subset(&[name(11), name(12)].into()));
+    assert!(all_answered(10)
+        .await
+        .is_subset(&[name(11), name(12)].into()));
     eventually("both watches back after the restart", || async {
         (server.open_watches() == 2 && proxy.admin("/readyz").await.0 == 200).then_some(())
     })
@@ -190,14 +192,22 @@ async fn apiserver_restarts_and_outages_keep_traffic_and_converge() {
     server.stop().await;
     let (code, body) = eventually("readyz says the watches are down", || async {
         let (code, body) = proxy.admin("/readyz?verbose").await;
-        body.contains("[-]watch-endpointslices failed").then_some((code, body))
+        body.contains("[-]watch-endpointslices failed")
+            .then_some((code, body))
     })
     .await;
     assert_eq!(code, 503, "{body}");
     let metrics = proxy.admin("/metrics").await.1;
-    assert_eq!(metric(&metrics, "svc_proxy_apiserver_up"), Some(0.0), "{metrics}");
     assert_eq!(
-        metric(&metrics, r#"svc_proxy_watch_connected{resource="endpointslices"}"#),
+        metric(&metrics, "svc_proxy_apiserver_up"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"svc_proxy_watch_connected{resource="endpointslices"}"#
+        ),
         Some(0.0),
         "{metrics}"
     );
@@ -211,7 +221,10 @@ async fn apiserver_restarts_and_outages_keep_traffic_and_converge() {
     })
     .await;
     let seen = all_answered(20).await;
-    assert!(!seen.contains(&name(12)), "a stale endpoint got traffic: {seen:?}");
+    assert!(
+        !seen.contains(&name(12)),
+        "a stale endpoint got traffic: {seen:?}"
+    );
     eventually("readyz passes again", || async {
         (proxy.admin("/readyz").await.0 == 200).then_some(())
     })
@@ -222,7 +235,9 @@ async fn apiserver_restarts_and_outages_keep_traffic_and_converge() {
     server.stop().await;
     server.apply_slice(chaos_slice(&["127.176.0.14"]));
     server.compact();
-    assert!(all_answered(10).await.is_subset(&[name(11), name(13)].into()));
+    assert!(all_answered(10)
+        .await
+        .is_subset(&[name(11), name(13)].into()));
     server.start_again().await.unwrap();
     eventually("converged after the relist", || async {
         (listed_endpoints(&proxy).await == [name(14)]).then_some(())
@@ -231,8 +246,11 @@ async fn apiserver_restarts_and_outages_keep_traffic_and_converge() {
     assert_eq!(all_answered(10).await, [name(14)].into());
     let metrics = proxy.admin("/metrics").await.1;
     assert!(
-        metric(&metrics, r#"svc_proxy_watch_relists_total{resource="endpointslices"}"#)
-            .unwrap_or(0.0)
+        metric(
+            &metrics,
+            r#"svc_proxy_watch_relists_total{resource="endpointslices"}"#
+        )
+        .unwrap_or(0.0)
             >= 2.0,
         "{metrics}"
     );
