@@ -264,9 +264,11 @@ async fn a_half_written_file_drops_no_listeners() {
         .unwrap();
     writer.write_all(whole[0].as_bytes()).unwrap();
     writer.flush().unwrap();
-    // Several polls (one a second) pass while it is half-written: each marker edit is applied
+    // Several polls (one a second) pass while it is half-written, each long enough for the
+    // half to count as stable: only its open writer holds it back. Each marker edit is applied
     // by a later look than the previous one.
     for round in 12..=14 {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
         m.write(
             "marker.yaml",
             &web("marker", "127.173.0.9", &format!("127.173.0.{round}")),

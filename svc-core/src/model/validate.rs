@@ -238,3 +238,6 @@ fn duplicate(
         index,
     }
 }
+
+#[cfg(test)]
+mod tests;
