@@ -63,13 +63,9 @@ fn route(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            if ctx.drain.is_signaled() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            } else if ctx.store.is_synced() {
-                text(StatusCode::OK, "ok\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not synced\n")
-            }
+            let (status, body) =
+                crate::health::readyz(ctx, crate::health::wants_verbose(req.uri().query()));
+            text(status, body)
         }
         "/metrics" => Response::builder()
             .header(

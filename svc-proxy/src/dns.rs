@@ -1,10 +1,12 @@
 //! Cluster DNS (hickory-server), on UDP and TCP.
 //!
 //! Names under the cluster domain are answered from the store ([`answer::Zone`]), with a
-//! configurable TTL (default 5 s, so that answers follow the store closely). Names outside it
-//! are REFUSED unless `--dns-forward` names an upstream, which they are then forwarded to
-//! through hickory-resolver: the proxy is not an open resolver. Malformed packets get FORMERR
-//! (or are dropped when even the header does not parse) and never stop the server.
+//! configurable TTL (default 5 s, so that answers follow the store closely), and so are the
+//! reverse names (PTR) of Service cluster IPs. Names outside it are REFUSED unless
+//! `--dns-forward` names an upstream, which they are then forwarded to through
+//! hickory-resolver: the proxy is not an open resolver. Zone transfers (AXFR, IXFR) are
+//! REFUSED: the zone is computed per query, not a zone file. Malformed packets get FORMERR (or
+//! are dropped when even the header does not parse) and never stop the server.
 
 pub mod answer;
 
@@ -17,7 +19,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, Record};
+use hickory_server::proto::rr::{DNSClass, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
@@ -136,6 +138,30 @@ impl RequestHandler for Handler {
                 .await;
         }
 
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            tracing::debug!(%name, ?qtype, "refusing a zone transfer");
+            return self
+                .send(
+                    &mut response,
+                    builder.error_msg(&request.metadata, ResponseCode::Refused),
+                )
+                .await;
+        }
+        if let Some(answer) = self.zone.reverse(&name, qtype) {
+            meta.authoritative = true;
+            let answers = match answer {
+                Answer::Records { answers, .. } => answers,
+                Answer::NxDomain => Vec::new(),
+            };
+            let msg = builder.build(
+                meta,
+                answers.iter(),
+                std::iter::empty(),
+                std::iter::empty(),
+                std::iter::empty(),
+            );
+            return self.send(&mut response, msg).await;
+        }
         if self.zone.contains(&name) {
             meta.authoritative = true;
             let (answers, additionals, soa): (Vec<Record>, Vec<Record>, Vec<Record>) =

@@ -15,6 +15,7 @@
 //! joined byte for byte.
 
 pub mod body;
+pub mod headers;
 pub mod service;
 
 use std::sync::Arc;

@@ -14,7 +14,10 @@
 //!   per request.
 //! - **DNS** ([`dns`]): the cluster zone, from the store; not an open resolver.
 //! - **Admin** ([`admin`]): `/healthz`, `/readyz`, `/metrics`, `/debug/services`.
-//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting and drains flows up to a deadline.
+//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting and drains flows up to a deadline;
+//!   SIGHUP reloads the source instead of killing the proxy.
+//! - **Source health** ([`health`]): per-file manifests errors and watch connectivity, in
+//!   `/readyz?verbose` and metrics.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), svc_proxy::Error> {
@@ -32,6 +35,7 @@ pub mod admin;
 pub mod cli;
 pub mod dns;
 mod error;
+pub mod health;
 pub mod http;
 pub mod iface;
 pub mod limits;
@@ -51,8 +55,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use svc_core::source::{kube as kube_source, manifests};
-use svc_core::store::{StoreConfig, Writer};
+use svc_core::source::{kube as kube_source, manifests, Reload};
+use svc_core::store::{Event, StoreConfig, Writer};
 use svc_core::Store;
 use svc_tower::policy::Locality;
 use tokio::sync::mpsc;
@@ -81,6 +85,8 @@ pub struct Context {
     pub workers: workers::Workers,
     /// Flow and memory ceilings.
     pub limits: limits::Limits,
+    /// How the source is doing (for `/readyz` and metrics).
+    pub source_health: health::SourceHealth,
 }
 
 /// A started proxy.
@@ -169,10 +175,18 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         ..StoreConfig::default()
     });
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(writer.run(rx));
-    let source = start_source(&args, client, store.clone(), tx).await?;
+    spawn_writer(writer, rx)?;
+    let reload = Reload::new();
+    // From here on SIGHUP reloads instead of killing the process.
+    shutdown::reload_on_hangup(reload.clone());
+    let (source, source_health) = start_source(&args, client, store.clone(), tx, reload).await?;
 
-    let metrics = Arc::new(Metrics::new(store.clone()));
+    let mut metrics = Metrics::new(store.clone());
+    metrics.register_collector(Box::new(health::SourceCollector::new(
+        source_health.clone(),
+        store.clone(),
+    )));
+    let metrics = Arc::new(metrics);
     let locality = Locality::new(args.node_name.as_deref(), args.zone.as_deref());
     let threads = args
         .threads
@@ -187,6 +201,7 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         drain: Drain::new(),
         locality,
         workers,
+        source_health,
     });
 
     let admin = admin::bind(ctx.args.admin_addr).await?;
@@ -229,23 +244,41 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
     })
 }
 
+/// Applies the source's events on a thread of its own: a large change (a big manifests file, a
+/// relist of a large cluster) rebuilds many snapshots, and the control-plane runtime that
+/// serves DNS and the admin must not wait for that.
+fn spawn_writer(mut writer: Writer, mut events: mpsc::Receiver<Event>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("svc-store-writer".into())
+        .spawn(move || {
+            while let Some(event) = events.blocking_recv() {
+                writer.apply(event);
+            }
+        })
+        .map(|_| ())
+        .map_err(Error::Workers)
+}
+
 async fn start_source(
     args: &Args,
     client: Option<kube::Client>,
     store: Store,
-    tx: mpsc::Sender<svc_core::store::Event>,
-) -> Result<JoinHandle<Result<()>>> {
+    tx: mpsc::Sender<Event>,
+    reload: Reload,
+) -> Result<(JoinHandle<Result<()>>, health::SourceHealth)> {
     match &args.manifests {
         Some(path) => {
-            // Load once here so that a bad path or file fails the start, not a task later.
-            manifests::load(path)?;
-            let path = path.clone();
+            let options = manifests::Options {
+                interval: MANIFESTS_INTERVAL,
+                reload,
+                ..manifests::Options::default()
+            };
+            let status = options.status.clone();
+            // The first load happens here, so that a bad path or file fails the start.
+            let follow = manifests::start(path.clone(), options, tx).await?;
             tracing::info!(path = %path.display(), "serving manifests");
-            Ok(tokio::spawn(async move {
-                manifests::run(path, MANIFESTS_INTERVAL, tx)
-                    .await
-                    .map_err(Error::from)
-            }))
+            let task = tokio::spawn(async move { follow.await.map_err(Error::from) });
+            Ok((task, health::SourceHealth::Manifests(status)))
         }
         None => {
             let client = match client {
@@ -254,13 +287,16 @@ async fn start_source(
             };
             let config = kube_source::Config {
                 namespace: args.namespace.clone(),
+                reload,
                 ..Default::default()
             };
+            let api = config.health.clone();
             tracing::info!(namespace = ?args.namespace, "watching the Kubernetes API");
-            Ok(tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 kube_source::run(client, config, store, tx).await;
                 Err(Error::TaskStopped("the kubernetes source"))
-            }))
+            });
+            Ok((task, health::SourceHealth::Kube(api)))
         }
     }
 }

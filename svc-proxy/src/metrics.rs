@@ -101,6 +101,11 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// Adds a collector read at scrape time (the source's health, see [`crate::health`]).
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// The counters of one Service port, for a listener (with request counters when `http`).
     pub fn service(
         &self,

@@ -62,6 +62,30 @@ impl Drain {
     }
 }
 
+/// From now on, SIGHUP pulls `reload` (re-read the manifests, or retry the API at once)
+/// instead of killing the process, its default action.
+pub fn reload_on_hangup(reload: svc_core::source::Reload) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!(signal = "SIGHUP", "reloading the source");
+                        reload.trigger();
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; it will kill the proxy")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reload;
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {
     #[cfg(unix)]
