@@ -1,10 +1,12 @@
 //! Resident memory per idle TCP flow: opens N connections through a running svc-proxy binary,
-//! passes one byte each way on each (so that every flow is connected end to end and both copy
-//! directions have run), leaves them idle, and reads the proxy's `VmRSS` before and after.
+//! passes `--burst` bytes each way on each (at least one, so that every flow is connected end
+//! to end and both copy directions have run), leaves them idle, and reads the proxy's `VmRSS`
+//! before and after.
 //!
 //! ```text
-//! cargo build --release -p svc-proxy --example idle-flows
+//! cargo build --release -p svc-proxy --bins --example idle-flows
 //! target/release/examples/idle-flows --proxy target/release/svc-proxy --flows 5000
+//! target/release/examples/idle-flows --proxy target/release/svc-proxy --flows 5000 --burst 65536
 //! ```
 //!
 //! The backend (an echo server) and the clients run in this process; the proxy runs as a child
@@ -27,6 +29,10 @@ struct Args {
     /// Idle flows to open.
     #[arg(long, default_value_t = 5000)]
     flows: usize,
+    /// Bytes each flow echoes through the proxy before going idle (a burst fills the copy
+    /// buffers, as a flow that once carried data has had them filled).
+    #[arg(long, default_value_t = 1)]
+    burst: usize,
     /// How long to wait after opening them before reading the RSS (allocators return freed
     /// memory lazily).
     #[arg(long, default_value_t = 3)]
@@ -62,7 +68,7 @@ async fn echo_backend() {
             continue;
         };
         tokio::spawn(async move {
-            let mut buf = [0u8; 64];
+            let mut buf = vec![0u8; 64 * 1024];
             while let Ok(n) = s.read(&mut buf).await {
                 if n == 0 || s.write_all(&buf[..n]).await.is_err() {
                     return;
@@ -72,14 +78,15 @@ async fn echo_backend() {
     }
 }
 
-async fn open_flow(i: usize) -> std::io::Result<TcpStream> {
+async fn open_flow(i: usize, burst: usize) -> std::io::Result<TcpStream> {
     let source = Ipv4Addr::new(127, 169, 1 + (i / 1000) as u8, 1);
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     let mut s = socket.connect(VIP.parse().unwrap()).await?;
-    s.write_all(b"x").await?;
-    let mut b = [0u8; 1];
-    s.read_exact(&mut b).await?;
+    let data = vec![b'x'; burst.max(1)];
+    let (mut r, mut w) = s.split();
+    let mut back = vec![0u8; data.len()];
+    tokio::try_join!(w.write_all(&data), r.read_exact(&mut back))?;
     Ok(s)
 }
 
@@ -106,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     // prlimit execs the proxy in place, so the pid is the proxy's.
     let mut ready = false;
     for _ in 0..200 {
-        if let Ok(mut s) = open_flow(0).await {
+        if let Ok(mut s) = open_flow(0, 1).await {
             let _ = s.shutdown().await;
             ready = true;
             break;
@@ -119,13 +126,14 @@ async fn main() -> anyhow::Result<()> {
 
     let mut flows = Vec::with_capacity(args.flows);
     for i in 0..args.flows {
-        flows.push(open_flow(i).await?);
+        flows.push(open_flow(i, args.burst).await?);
     }
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let after = rss_kib(pid);
     println!(
-        "idle-flows flows={} rss_before_kib={before} rss_after_kib={after} per_flow_kib={:.1}",
+        "idle-flows flows={} burst={} rss_before_kib={before} rss_after_kib={after} per_flow_kib={:.1}",
         flows.len(),
+        args.burst,
         (after.saturating_sub(before)) as f64 / flows.len() as f64
     );
     drop(flows);
