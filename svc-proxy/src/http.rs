@@ -13,6 +13,12 @@
 //! reaches an endpoint; a request whose connect failed is retried on another endpoint.
 //! HTTP/1.1 upgrades (WebSocket) are passed through: after a `101` the two connections are
 //! joined byte for byte.
+//!
+//! What a client can hold is bounded: a request head must arrive within
+//! `--header-read-timeout` (also on connections that send nothing, and between keep-alive
+//! requests) and fit in `--max-request-headers` (431 beyond). An endpoint gets
+//! `--upstream-response-timeout` to start answering (504, and it counts as failed). A client's
+//! broken request body is its own fault (400), never the endpoint's.
 
 pub mod body;
 pub mod expect;

@@ -14,7 +14,8 @@
 //!   per request.
 //! - **DNS** ([`dns`]): the cluster zone, from the store; not an open resolver.
 //! - **Admin** ([`admin`]): `/healthz`, `/readyz`, `/metrics`, `/debug/services`.
-//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting and drains flows up to a deadline.
+//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting, drains flows up to a deadline, then
+//!   resets the rest.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), svc_proxy::Error> {
