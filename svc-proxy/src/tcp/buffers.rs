@@ -3,7 +3,7 @@
 //! A flow takes a buffer when its socket has data and gives it back as soon as a read would
 //! block, so an idle flow holds none: 5,000 idle flows held two 64 KiB buffers each before
 //! (see BENCHMARKS.md). Each worker is one thread, so the pool needs no lock; it keeps at most
-//! [`POOL_MAX`] buffers per thread, so a burst of many active flows leaves at most that much
+//! `POOL_MAX` (64) buffers per thread, so a burst of many active flows leaves at most that much
 //! behind. Buffers are never zeroed: reads fill their spare capacity (`try_read_buf`).
 
 use std::cell::{Cell, RefCell};
