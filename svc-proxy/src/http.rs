@@ -24,6 +24,7 @@ pub mod body;
 pub mod expect;
 pub mod io;
 pub mod service;
+mod tunnel;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -213,3 +213,67 @@ async fn flows_cut_at_the_drain_deadline_are_reset() {
     let error = read.expect_err("a reset, not an orderly end of stream");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
 }
+
+/// The same for an upgraded HTTP connection (WebSocket) still open at the drain deadline:
+/// the client's side of the tunnel is reset too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_cut_at_the_drain_deadline_are_reset() {
+    // Answers upgrades with `101`, then echoes.
+    let _backend = svc_testkit::spawn_http1_backend("127.164.1.11:8080".parse().unwrap())
+        .await
+        .unwrap();
+    let m = Manifests::new("http-drain-reset");
+    m.write(
+        "svc.yaml",
+        &service(
+            "ws",
+            "127.164.1.1",
+            &["{name: http, port: 80, targetPort: 8080, appProtocol: kubernetes.io/ws}"],
+            "",
+        ),
+    );
+    m.write(
+        "slice.yaml",
+        &slice(
+            "ws-1",
+            "ws",
+            ("http", 8080, "TCP"),
+            &[("127.164.1.11", true, "")],
+        ),
+    );
+    let log = m.dir.join("proxy.log");
+    let mut child = spawn(
+        &[
+            "--manifests",
+            m.path().to_str().unwrap(),
+            "--admin-addr",
+            "127.164.1.1:9901",
+            "--drain-timeout",
+            "1s",
+        ],
+        &log,
+    );
+    let vip: SocketAddr = "127.164.1.1:80".parse().unwrap();
+    wait_listening(vip).await;
+    let mut ws = TcpStream::connect(vip).await.unwrap();
+    ws.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(ws.read(&mut byte).await.unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    assert!(roundtrip(&mut ws, b"ping").await);
+    sigterm_and_wait(&mut child).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, ws.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel ends with the process");
+    let error = read.expect_err("a reset, not an orderly end of stream");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}

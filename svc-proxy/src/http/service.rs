@@ -8,17 +8,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use svc_tower::error::{
     BoxError, ConnectFailed, MissingAuthority, NoEndpoints, RequestBodyFailed, RequestFailed,
     ResponseTimeout,
 };
 use svc_tower::layer::{Balance, Destination, NoFallback};
-use tokio::net::TcpStream;
 
 use super::body::Counted;
 use super::expect::{expects_continue, ClientBody, Continue};
-use super::io::ResetOnCut;
 use crate::target::{Mode, Target};
 
 /// The request body sent upstream: the client's (held back until the endpoint asks for it,
@@ -175,7 +172,7 @@ impl Proxy {
         {
             keep_upgrade(resp.headers_mut(), protocol);
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            self.target.ctx.drain.spawn(tunnel(
+            self.target.ctx.drain.spawn(super::tunnel::tunnel(
                 self.target.clone(),
                 client_upgrade,
                 upstream_upgrade,
@@ -205,63 +202,6 @@ impl Proxy {
 
 /// The header an h2c upgrade carries its HTTP/2 settings in.
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
-
-/// Joins an upgraded client connection to the upgraded endpoint connection. At the drain
-/// deadline both are reset (the client side by its [`ResetOnCut`]).
-async fn tunnel(
-    target: Arc<Target>,
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
-        Err(error) => {
-            tracing::debug!(service = %target.service, %error, "upgrade failed");
-            return;
-        }
-    };
-    let cutting = target.ctx.drain.cutting();
-    let end = tokio::select! {
-        end = join_upgraded(&target, TokioIo::new(client), upstream) => Some(end),
-        () = cutting => None,
-    };
-    tracing::debug!(service = %target.service, ?end, "upgraded connection ended (None: cut at the drain deadline)");
-}
-
-async fn join_upgraded(
-    target: &Target,
-    mut client: TokioIo<hyper::upgrade::Upgraded>,
-    upstream: hyper::upgrade::Upgraded,
-) -> crate::tcp::copy::CopyEnd {
-    use crate::tcp::copy::{self, CopyEnd, Counters};
-    use tokio::io::AsyncWriteExt;
-    let args = &target.ctx.args;
-    let metrics = &target.metrics;
-    let counters = Counters {
-        rx: &metrics.rx,
-        tx: &metrics.tx,
-    };
-    // The endpoint side is svc-tower's own socket: it can be waited on without a buffer, and
-    // is reset if the drain deadline cuts the tunnel.
-    let parts = match upstream.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => parts,
-        Err(upstream) => {
-            let upstream = TokioIo::new(upstream);
-            let (size, idle) = (args.buffer_size, args.idle_timeout);
-            return copy::bidirectional_streams(client, upstream, size, idle, counters).await;
-        }
-    };
-    let mut upstream = ResetOnCut::new(parts.io.into_inner(), target.ctx.drain.cut_token());
-    if !parts.read_buf.is_empty() {
-        // What the endpoint sent right after its `101`, already read by hyper.
-        if let Err(e) = client.write_all(&parts.read_buf).await {
-            return CopyEnd::Error(e);
-        }
-        metrics.tx.inc_by(parts.read_buf.len() as u64);
-    }
-    let (size, idle) = (args.buffer_size, args.idle_timeout);
-    copy::bidirectional_io(client, upstream.stream_mut(), size, idle, counters).await
-}
 
 /// The protocol an HTTP/1.1 message asks to upgrade to (`Connection: upgrade` plus an
 /// `Upgrade` header). `h2c` is never one: the proxy speaks HTTP/2 to clients itself (with prior
