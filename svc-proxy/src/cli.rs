@@ -75,7 +75,10 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_RESET_REMOVED")]
     pub reset_removed: bool,
 
-    /// Close TCP flows (and upgraded HTTP connections, e.g. WebSocket) idle for this long.
+    /// Close TCP flows (and upgraded HTTP connections, e.g. WebSocket) idle for this long:
+    /// nothing moved in either direction. The default of 1 h is Envoy's TCP proxy idle
+    /// timeout; kube-proxy's conntrack keeps established flows for 24 h. Each idle flow costs
+    /// a few KiB (no copy buffer is held while it is idle) and two file descriptors.
     #[arg(long, env = "SVC_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
@@ -124,6 +127,58 @@ pub struct Args {
         default_value = "info,hickory_server=warn"
     )]
     pub log: String,
+
+    /// HTTP mode: how long an endpoint may take to send its response head, counted from the
+    /// end of the request; the client then gets 504 and the endpoint counts as failed (outlier
+    /// ejection). The response body is not timed. `0` disables it. Envoy's default route
+    /// timeout.
+    #[arg(long, env = "SVC_PROXY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub upstream_response_timeout: Duration,
+
+    /// HTTP mode: close a client connection whose request head is not complete this long after
+    /// it opened or after its previous response (keep-alive), including connections that send
+    /// nothing at all (and HTTP/2 connections until their first request). `0` disables it.
+    #[arg(long, env = "SVC_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// HTTP mode: the largest request head accepted (request line and headers; an HTTP/2
+    /// header list); larger ones get 431. At least 8KiB. Envoy's default.
+    #[arg(long, env = "SVC_PROXY_MAX_REQUEST_HEADERS", default_value = "60KiB", value_parser = parse_header_limit)]
+    pub max_request_headers: u64,
+
+    /// HTTP mode: close kept-alive HTTP/1.1 connections to endpoints after this long unused.
+    /// `0` disables it. hyper-util's pooled client's default.
+    #[arg(long, env = "SVC_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+
+    /// How flows still open when `--drain-timeout` passes are ended: `reset` (RST, so that
+    /// clients see a cut transfer as an error) or `fin` (an orderly close, which a client of a
+    /// raw TCP stream cannot tell from a complete transfer).
+    #[arg(long, env = "SVC_PROXY_DRAIN_DEADLINE_CLOSE", value_enum, default_value_t = DeadlineClose::Reset)]
+    pub drain_deadline_close: DeadlineClose,
+}
+
+/// How flows cut at the drain deadline are closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeadlineClose {
+    /// A reset (RST).
+    Reset,
+    /// An orderly close (FIN).
+    Fin,
+}
+
+/// `0` means off.
+pub fn non_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+fn parse_header_limit(s: &str) -> Result<u64, String> {
+    let n = crate::limits::parse_bytes(s)?;
+    // hyper's smallest read buffer; HTTP/2 settings are 32-bit.
+    if !(8192..=u64::from(u32::MAX)).contains(&n) {
+        return Err(format!("{s:?} is out of range (8KiB to 4GiB)"));
+    }
+    Ok(n)
 }
 
 impl Args {
@@ -187,5 +242,21 @@ mod tests {
         assert!(a.dns_addr.is_none() && a.dns_forward.is_none() && !a.reset_removed);
         let a = Args::try_from_flags(["--dns-forward", "1.1.1.1"]).unwrap();
         assert_eq!(a.dns_forward, Some("1.1.1.1:53".parse().unwrap()));
+    }
+
+    /// Envoy-like timeouts and limits by default.
+    #[test]
+    fn timeout_defaults() {
+        let a = Args::try_from_flags(["--manifests", "x"]).unwrap();
+        assert_eq!(a.upstream_response_timeout, Duration::from_secs(15));
+        assert_eq!(a.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(a.max_request_headers, 60 * 1024);
+        assert_eq!(a.upstream_idle_timeout, Duration::from_secs(90));
+        assert_eq!(a.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(a.drain_deadline_close, DeadlineClose::Reset);
+        assert_eq!(non_zero(Duration::ZERO), None);
+        assert!(Args::try_from_flags(["--max-request-headers", "1KiB"]).is_err());
+        let a = Args::try_from_flags(["--drain-deadline-close", "fin"]).unwrap();
+        assert_eq!(a.drain_deadline_close, DeadlineClose::Fin);
     }
 }

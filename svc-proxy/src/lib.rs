@@ -14,8 +14,8 @@
 //!   per request.
 //! - **DNS** ([`dns`]): the cluster zone, from the store; not an open resolver.
 //! - **Admin** ([`admin`]): `/healthz`, `/readyz`, `/metrics`, `/debug/services`.
-//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting and drains flows up to a deadline;
-//!   SIGHUP reloads the source instead of killing the proxy.
+//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting, drains flows up to a deadline, then
+//!   resets the rest; SIGHUP reloads the source instead of killing the proxy.
 //! - **Source health** ([`health`]): per-file manifests errors and watch connectivity, in
 //!   `/readyz?verbose` and metrics.
 //!
@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod target;
 pub mod tcp;
+pub mod throttle;
 pub mod udp;
 pub mod workers;
 
@@ -87,6 +88,8 @@ pub struct Context {
     pub limits: limits::Limits,
     /// How the source is doing (for `/readyz` and metrics).
     pub source_health: health::SourceHealth,
+    /// Warnings about failing endpoints, at most one per endpoint and kind per interval.
+    pub endpoint_warnings: throttle::LogThrottle<(SocketAddr, &'static str)>,
 }
 
 /// A started proxy.
@@ -133,13 +136,23 @@ impl Running {
         if let Some((_, server)) = &mut self.dns {
             server.shutdown_token().cancel();
         }
-        let left = drain.await;
+        let mut left = drain.await;
+        if left > 0 && self.ctx.args.drain_deadline_close == cli::DeadlineClose::Reset {
+            // The flows reset their sockets and end at once; the bound is for safety.
+            left = self.ctx.drain.cut(Duration::from_secs(1)).await;
+        }
         // The reconciler closes its listeners as soon as the drain begins; bound the wait all
         // the same, so that nothing can keep the process from exiting.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.reconciler).await;
         // Ending the worker runtimes drops the flows still open past the deadline.
         self.ctx.workers.stop();
-        if left > 0 {
+        if self.ctx.drain.was_cut() {
+            tracing::warn!(
+                still_running = left,
+                close = ?self.ctx.args.drain_deadline_close,
+                "drain deadline passed; the remaining flows were cut"
+            );
+        } else if left > 0 {
             tracing::warn!(
                 flows = left,
                 "drain deadline passed; closing the remaining flows"
@@ -202,6 +215,7 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         locality,
         workers,
         source_health,
+        endpoint_warnings: throttle::LogThrottle::default(),
     });
 
     let admin = admin::bind(ctx.args.admin_addr).await?;

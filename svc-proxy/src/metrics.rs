@@ -34,6 +34,7 @@ pub struct Metrics {
     dns: Family<Labels, Counter>,
     udp_drops: Family<Labels, Counter>,
     udp_evictions: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -50,6 +51,7 @@ impl Metrics {
             dns: Family::default(),
             udp_drops: Family::default(),
             udp_evictions: Family::default(),
+            refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -96,6 +98,11 @@ impl Metrics {
             "udp_flows_evicted",
             "UDP flows ended early to make room for new ones, per Service port and the limit reached",
             m.udp_evictions.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "TCP and HTTP connections closed as soon as accepted, per Service port and reason",
+            m.refused.clone(),
         );
         registry.register_collector(Box::new(StoreCollector { store }));
         Self { registry, ..m }
@@ -152,6 +159,8 @@ impl Metrics {
                 evictions: self.udp_evictions.clone(),
                 cached: Default::default(),
             },
+            refused: self.refused.clone(),
+            refused_memory: std::sync::OnceLock::new(),
         })
     }
 
@@ -188,6 +197,9 @@ pub struct ServiceMetrics {
     errors: Family<Labels, Counter>,
     endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointMetrics>>>,
     udp: UdpCounters,
+    refused: Family<Labels, Counter>,
+    /// Created on first use: most Services never refuse a connection.
+    refused_memory: std::sync::OnceLock<Counter>,
 }
 
 /// Why a UDP datagram from a client was not forwarded.
@@ -297,6 +309,18 @@ impl ServiceMetrics {
             labels.push((label.0, label.1.to_string()));
             family.get_or_create(&labels).clone()
         })
+    }
+
+    /// Counts a TCP or HTTP connection closed at accept because the proxy is above
+    /// `--memory-ceiling`.
+    pub fn refused_above_memory_ceiling(&self) {
+        self.refused_memory
+            .get_or_init(|| {
+                let mut labels = self.labels.clone();
+                labels.push(("reason", "memory_ceiling".to_string()));
+                self.refused.get_or_create(&labels).clone()
+            })
+            .inc();
     }
 
     /// Counts one HTTP response by status class.

@@ -1,9 +1,11 @@
-//! Graceful shutdown: stop accepting, drain flows up to a deadline.
+//! Graceful shutdown: stop accepting, drain flows up to a deadline, then cut the rest.
 //!
 //! [`Drain`] is a cheap handle shared by every listener and flow. Listeners stop accepting once
 //! [`Drain::signaled`] resolves; flows are spawned on its task tracker so that shutdown can wait
 //! for them, and long-lived ones (HTTP keep-alive connections) watch the signal too, to close
-//! between requests.
+//! between requests. Flows still open at the deadline are cut ([`Drain::cut`]): with
+//! `--drain-deadline-close reset` (the default) they end with a reset, so that a client of a
+//! raw TCP stream sees the transfer was cut short, where a FIN would look like its end.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone, Debug, Default)]
 pub struct Drain {
     signal: CancellationToken,
+    cut: CancellationToken,
     flows: TaskTracker,
 }
 
@@ -59,6 +62,30 @@ impl Drain {
         self.flows.close();
         let _ = tokio::time::timeout(deadline, self.flows.wait()).await;
         self.flows.len()
+    }
+
+    /// Tells the flows still running to end with a reset, and waits up to `grace` for them
+    /// to do so. Returns the number still running.
+    pub async fn cut(&self, grace: Duration) -> usize {
+        self.cut.cancel();
+        let _ = tokio::time::timeout(grace, self.flows.wait()).await;
+        self.flows.len()
+    }
+
+    /// Whether the flows were cut.
+    pub fn was_cut(&self) -> bool {
+        self.cut.is_cancelled()
+    }
+
+    /// Resolves once the flows must be cut (see [`Drain::cut`]).
+    pub async fn cutting(&self) {
+        self.cut.cancelled().await
+    }
+
+    /// A token cancelled when the flows must be cut: for a socket that resets itself when it
+    /// is dropped after that.
+    pub fn cut_token(&self) -> CancellationToken {
+        self.cut.clone()
     }
 }
 
@@ -129,5 +156,12 @@ mod tests {
             "the flow that honours the signal ends; the stuck one is left"
         );
         assert!(drain.is_signaled());
+        let d = drain.clone();
+        drain.spawn(async move { d.cutting().await });
+        assert_eq!(
+            drain.cut(Duration::from_secs(1)).await,
+            1,
+            "only the stuck one is left"
+        );
     }
 }
