@@ -17,68 +17,88 @@
 pub mod body;
 pub mod service;
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use svc_tower::balance::{BalanceConfig, Pools};
-use svc_tower::layer::{BalanceLayer, Destination, HttpVersion, NoFallback};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use svc_tower::layer::{Balance, BalanceLayer, Destination, HttpVersion, NoFallback};
+use tokio::net::TcpStream;
 use tower::Layer;
 
 use crate::metrics::WorkerEndpointMetrics;
 use crate::target::{Mode, Target};
-use crate::tcp::accept_loop;
-use service::Proxy;
+use service::{Proxy, RequestBody};
 
 /// Idle HTTP/1.1 connections kept per endpoint. Connections go back to the pool as soon as
 /// their response head is in, so this bounds the concurrency per endpoint that reuses
 /// connections; it is well above what one node's clients drive.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
-/// Serves HTTP mode on `listener` until `cancel` fires.
-pub async fn serve(
-    listener: TcpListener,
+/// HTTP mode's state for one listener on one worker: the hyper server settings, svc-tower's
+/// balancer and the endpoint metrics observer. Each worker has its own, so that upstream
+/// connections belong to the worker and a request and its upstream connection are served on
+/// the same thread.
+pub struct Handler {
     target: Arc<Target>,
-    mode: Mode,
-    cancel: CancellationToken,
-) {
-    let ctx = &target.ctx;
-    let pools = Pools::new(
-        ctx.store.clone(),
-        ctx.locality.clone(),
-        BalanceConfig::default(),
-    );
-    let balance = BalanceLayer::new(pools)
-        .http_version(HttpVersion::Service)
-        .connect_timeout(Some(ctx.args.connect_timeout))
-        .max_idle_per_endpoint(MAX_IDLE_PER_ENDPOINT)
-        .layer(NoFallback);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // `writev(false)`: hyper copies a small body next to the head and sends both with one
-    // `send`; with 2 iovecs per `writev` the kernel side cost ~1.5 µs more per request
-    // (BENCHMARKS.md).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .writev(false);
-    builder.http2().timer(TokioTimer::new());
-    if mode == Mode::H2c {
-        builder = builder.http2_only();
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    balance: Balance<NoFallback, RequestBody>,
+    destination: Destination,
+}
+
+impl Handler {
+    /// The handler of `target`'s connections in `mode` (HTTP or h2c), on the current worker.
+    pub fn new(target: Arc<Target>, mode: Mode) -> Self {
+        let ctx = &target.ctx;
+        let pools = Pools::new(
+            ctx.store.clone(),
+            ctx.locality.clone(),
+            BalanceConfig::default(),
+        );
+        let balance = BalanceLayer::new(pools)
+            .http_version(HttpVersion::Service)
+            .connect_timeout(Some(ctx.args.connect_timeout))
+            .max_idle_per_endpoint(MAX_IDLE_PER_ENDPOINT)
+            .layer(NoFallback);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // `writev(false)`: hyper copies a small body next to the head and sends both with one
+        // `send`; with 2 iovecs per `writev` the kernel side cost ~1.5 µs more per request
+        // (BENCHMARKS.md).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .writev(false);
+        builder.http2().timer(TokioTimer::new());
+        if mode == Mode::H2c {
+            builder = builder.http2_only();
+        }
+        let observer = WorkerEndpointMetrics::new(target.metrics.clone());
+        let destination = Destination::new(target.pool.clone()).observer(Arc::new(observer));
+        Self {
+            target,
+            builder: Arc::new(builder),
+            balance,
+            destination,
+        }
     }
-    let builder = Arc::new(builder);
-    // Upstream connections belong to this accept loop (one per worker thread), so that a
-    // request and its upstream connection are served on the same thread.
-    let observer = WorkerEndpointMetrics::new(target.metrics.clone());
-    let destination = Destination::new(target.pool.clone()).observer(Arc::new(observer));
-    let drain = target.ctx.drain.clone();
-    accept_loop(&listener, &cancel, |stream, client| {
-        let proxy = Proxy::new(target.clone(), balance.clone(), &destination, client);
-        drain.spawn(connection(builder.clone(), stream, proxy));
-    })
-    .await;
+
+    /// Serves one client connection (on the current worker).
+    pub fn connection(
+        &self,
+        stream: TcpStream,
+        client: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let proxy = Proxy::new(
+            self.target.clone(),
+            self.balance.clone(),
+            &self.destination,
+            client,
+        );
+        connection(self.builder.clone(), stream, proxy)
+    }
 }
 
 /// Serves one client connection; on shutdown, finishes the request in flight and closes.

@@ -34,6 +34,7 @@ pub mod dns;
 mod error;
 pub mod http;
 pub mod iface;
+pub mod limits;
 pub mod listeners;
 pub mod metrics;
 pub mod shutdown;
@@ -78,6 +79,8 @@ pub struct Context {
     pub locality: Locality,
     /// The threads that serve TCP and HTTP connections.
     pub workers: workers::Workers,
+    /// The listeners' state: programmed yet, failing ones.
+    pub dataplane: Arc<listeners::Status>,
 }
 
 /// A started proxy.
@@ -161,6 +164,7 @@ pub async fn start_with_client(args: Args, client: kube::Client) -> Result<Runni
 }
 
 async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running> {
+    let fd_limit = limits::raise_fd_limit();
     let (writer, store) = Writer::new(StoreConfig {
         cluster_domain: args.cluster_domain.trim_end_matches('.').to_string(),
         ..StoreConfig::default()
@@ -169,7 +173,12 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
     tokio::spawn(writer.run(rx));
     let source = start_source(&args, client, store.clone(), tx).await?;
 
-    let metrics = Arc::new(Metrics::new(store.clone()));
+    let dataplane = Arc::new(listeners::Status::default());
+    let metrics = Arc::new(Metrics::new(
+        store.clone(),
+        dataplane.clone(),
+        args.metrics_endpoints,
+    ));
     let locality = Locality::new(args.node_name.as_deref(), args.zone.as_deref());
     let threads = args
         .threads
@@ -182,6 +191,7 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         drain: Drain::new(),
         locality,
         workers,
+        dataplane,
     });
 
     let admin = admin::bind(ctx.args.admin_addr).await?;
@@ -203,7 +213,13 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         None => None,
     };
 
-    let iface = match &ctx.args.manage_interface {
+    iface::route_service_cidrs(&ctx.args.service_cidr)
+        .await
+        .map_err(|e| Error::Interface {
+            name: "lo".into(),
+            message: e.to_string(),
+        })?;
+    let interface = match &ctx.args.manage_interface {
         Some(name) => Some(
             iface::Interface::open(name)
                 .await
@@ -214,7 +230,12 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         ),
         None => None,
     };
-    let reconciler = tokio::spawn(listeners::Reconciler::new(ctx.clone(), iface).run());
+    let addresses = listeners::Addresses {
+        interface,
+        routed: ctx.args.service_cidr.clone(),
+    };
+    let budget = listener_budget(fd_limit);
+    let reconciler = tokio::spawn(listeners::Reconciler::new(ctx.clone(), addresses, budget).run());
     Ok(Running {
         ctx,
         admin_addr,
@@ -222,6 +243,28 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         source,
         reconciler,
     })
+}
+
+/// How many listening sockets the open-file limit leaves room for, logged in those terms.
+fn listener_budget(limit: Option<limits::FdLimit>) -> usize {
+    let Some(limit) = limit else {
+        tracing::warn!("cannot read the open-file limit; listeners are bounded by the kernel only");
+        return usize::MAX;
+    };
+    // Counted now, with the admin, DNS and API connections open.
+    let open = limits::open_fds().unwrap_or(64);
+    let budget = limit.listener_budget(open);
+    tracing::info!(
+        limit = limit.soft,
+        raised_from = limit.was,
+        hard = limit.hard,
+        in_use = open,
+        reserve = limit.reserve(),
+        service_ports = budget,
+        "open-file limit: room for about {budget} Service ports (one listening socket each, \
+         whatever --threads); each open TCP flow takes two descriptors more"
+    );
+    budget
 }
 
 async fn start_source(

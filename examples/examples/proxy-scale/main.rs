@@ -1,0 +1,204 @@
+//! Scale test of svc-proxy: the release binary, in a process of its own, against svc-testkit's
+//! fake API server holding N Services × M endpoints on loopback ClusterIPs.
+//!
+//! ```text
+//! cargo run --release -p examples --example proxy-scale -- --services 10000 --endpoints-per-service 10 --threads 4
+//! ```
+//!
+//! It builds `svc-proxy` first (`cargo build --release -p svc-proxy`), so the binary measured is
+//! the current one. No root is needed: every address is on 127.0.0.0/8 (ClusterIPs from
+//! 127.200.0.0, endpoints from 127.220.0.0, nothing beyond 127.250.255.255).
+//!
+//! Measured:
+//! - `ready_s`: from spawning the proxy to `/readyz` answering 200 (includes the list of N
+//!   Services and N EndpointSlices over HTTP). At that moment a sample of 300 ClusterIPs must
+//!   accept connections; after the run, every one of the N is checked as well.
+//! - `fds`: descriptors the proxy holds at idle.
+//! - `peak_rss_mib`: the proxy's VmHWM at the end, after scrapes of `/metrics` and the
+//!   unfiltered `/debug/services`.
+//! - `metrics_bytes`: `/metrics` after the sample above and the adds (a few hundred Service
+//!   ports have had traffic); the size once every Service had a connection goes to stderr.
+//! - `add_ms_p50_*`: a Service created through the API (its EndpointSlice first) → the first
+//!   connection to its ClusterIP echoed by the backend, p50, on a proxy serving 10 Services and
+//!   one serving N. `ratio` = N ÷ small.
+//!
+//! Ends with exactly one summary line:
+//! `proxy-scale services=.. endpoints=.. ready_s=.. fds=.. peak_rss_mib=.. metrics_bytes=.. add_ms_p50_small=.. add_ms_p50_n=.. ratio=..`
+
+mod cluster;
+mod probe;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use cluster::{Cluster, Range};
+use probe::ProxyProcess;
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// Services in the large cluster (one port each, one EndpointSlice each).
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 10)]
+    endpoints_per_service: usize,
+    /// The proxy's `--threads`.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Services in the small cluster the add cost is compared with.
+    #[arg(long, default_value_t = 10)]
+    small: usize,
+    /// Services added (and timed) on each proxy.
+    #[arg(long, default_value_t = 40)]
+    adds: usize,
+    /// The Service port every ClusterIP listens on.
+    #[arg(long, default_value_t = 18080)]
+    port: u16,
+    /// Use this svc-proxy binary instead of building one.
+    #[arg(long)]
+    proxy_bin: Option<std::path::PathBuf>,
+}
+
+/// ClusterIPs sampled at the moment `/readyz` turns 200.
+const SAMPLE: usize = 300;
+
+fn p50(mut samples: Vec<Duration>) -> f64 {
+    samples.sort_unstable();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+struct Measured {
+    ready_s: f64,
+    fds: usize,
+    rss_mib: f64,
+    metrics_bytes: usize,
+    endpoints: usize,
+    adds: Vec<Duration>,
+}
+
+async fn run_one(
+    args: &Args,
+    bin: &std::path::Path,
+    services: usize,
+    range: Range,
+    echo: SocketAddr,
+    full: bool,
+) -> anyhow::Result<Measured> {
+    let cluster = Cluster::start(services, args.endpoints_per_service, args.port, range).await;
+    eprintln!(
+        "[{}] fake API server with {services} Services × {} endpoints at {}",
+        range.name,
+        args.endpoints_per_service,
+        cluster.server.url()
+    );
+    let started = Instant::now();
+    let mut proxy = ProxyProcess::spawn(bin, &cluster, args.threads, range)?;
+    proxy.wait_ready(Duration::from_secs(120)).await?;
+    let ready_s = started.elapsed().as_secs_f64();
+    let sample: Vec<SocketAddr> = (0..SAMPLE.min(services))
+        .map(|k| cluster.vip(k * services / SAMPLE.min(services)))
+        .collect();
+    let accepting = probe::count_accepting(&sample).await;
+    let fds = proxy.fds();
+    eprintln!(
+        "[{}] ready after {ready_s:.3}s; {accepting}/{} sampled ClusterIPs accepted at that moment; {fds} fds",
+        range.name,
+        sample.len()
+    );
+    if accepting != sample.len() {
+        eprintln!(
+            "[{}] WARNING: /readyz was 200 while some ClusterIPs refused connections",
+            range.name
+        );
+    }
+
+    let mut adds = Vec::with_capacity(args.adds);
+    for k in 0..args.adds {
+        adds.push(cluster.time_add(k, echo).await?);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "[{}] add → first echoed connection: p50 {:.2} ms over {} adds",
+        range.name,
+        p50(adds.clone()),
+        adds.len()
+    );
+
+    let mut metrics_bytes = 0;
+    let mut scrape_ms = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (status, body) = proxy.get("/metrics").await?;
+        scrape_ms = scrape_ms.max(t.elapsed().as_secs_f64() * 1e3);
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        metrics_bytes = body.len();
+    }
+    let t = Instant::now();
+    let (_, dump) = proxy.get("/debug/services").await?;
+    let endpoints = String::from_utf8_lossy(&dump)
+        .matches("\"address\":")
+        .count();
+    eprintln!(
+        "[{}] /metrics {metrics_bytes} bytes (slowest of 3 scrapes {scrape_ms:.1} ms); /debug/services {} bytes in {:.1} ms, {endpoints} endpoints",
+        range.name,
+        dump.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    drop(dump);
+
+    if full {
+        let all: Vec<SocketAddr> = (0..services).map(|i| cluster.vip(i)).collect();
+        let accepting = probe::count_accepting(&all).await;
+        let (_, body) = proxy.get("/metrics").await?;
+        eprintln!(
+            "[{}] every ClusterIP: {accepting}/{services} accepted; /metrics once every Service had a connection: {} bytes",
+            range.name,
+            body.len()
+        );
+    }
+    let rss_mib = proxy.peak_rss_mib();
+    eprintln!("[{}] peak RSS {rss_mib:.1} MiB", range.name);
+    proxy.stop().await;
+    Ok(Measured {
+        ready_s,
+        fds,
+        rss_mib,
+        metrics_bytes,
+        endpoints,
+        adds,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.services == 0 || args.small == 0 || args.adds == 0 {
+        bail!("--services, --small and --adds must be at least 1");
+    }
+    let bin = match &args.proxy_bin {
+        Some(p) => p.clone(),
+        None => probe::build_proxy()?,
+    };
+    let echo = svc_testkit::spawn_tcp_echo("127.240.0.1:0".parse()?)
+        .await
+        .context("starting the echo backend")?;
+    let small = run_one(&args, &bin, args.small, Range::SMALL, echo.addr(), false).await?;
+    let large = run_one(&args, &bin, args.services, Range::LARGE, echo.addr(), true).await?;
+    let (add_small, add_n) = (p50(small.adds), p50(large.adds));
+    println!(
+        "proxy-scale services={} endpoints={} ready_s={:.3} fds={} peak_rss_mib={:.1} metrics_bytes={} add_ms_p50_small={add_small:.2} add_ms_p50_n={add_n:.2} ratio={:.2}",
+        args.services,
+        large.endpoints,
+        large.ready_s,
+        large.fds,
+        large.rss_mib,
+        large.metrics_bytes,
+        add_n / add_small
+    );
+    Ok(())
+}
