@@ -53,8 +53,10 @@ impl Workers {
         let mut handles = Vec::new();
         if n > 1 {
             for i in 0..n {
+                // No signal or process drivers: they would cost descriptors per worker.
                 let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    .enable_io()
+                    .enable_time()
                     .build()?;
                 handles.push(runtime.handle().clone());
                 let stop = stop.clone();
