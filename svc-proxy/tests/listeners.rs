@@ -201,7 +201,6 @@ async fn metrics_of_deleted_services_are_removed() {
         m.path().to_str().unwrap(),
         "--admin-addr",
         "127.135.0.2:9901",
-        "--metrics-endpoints",
     ])
     .await;
     wait_listening("127.135.0.1:80".parse().unwrap()).await;
