@@ -267,15 +267,26 @@ async fn inner_addresses_already_there_are_never_removed() {
         dev,
     ])
     .await;
-    eventually("ready", || async {
-        (proxy.admin("/readyz").await.0 == 200).then_some(())
-    })
-    .await;
+    // Ready means programmed: at the first 200 every address is in place and every ClusterIP
+    // accepts.
+    let admin: std::net::SocketAddr = "127.0.0.1:9903".parse().unwrap();
+    first_ready(admin).await;
     let a = addresses(dev);
     for i in 1..50 {
         assert!(
             a.contains(&format!("10.96.1.{i}/32")),
-            "10.96.1.{i} missing: {a}"
+            "/readyz was 200 before 10.96.1.{i} was added: {a}"
+        );
+    }
+    for i in 0..50 {
+        let vip = if i == 0 {
+            "10.96.1.200:80".to_string()
+        } else {
+            format!("10.96.1.{i}:80")
+        };
+        assert!(
+            tokio::net::TcpStream::connect(&vip).await.is_ok(),
+            "/readyz was 200 before {vip} accepted"
         );
     }
     for ip in ["10.96.1.200", "10.96.1.1", "10.96.1.49"] {

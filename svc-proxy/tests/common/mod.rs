@@ -280,3 +280,17 @@ pub fn strip_ansi(text: &str) -> String {
     }
     out
 }
+
+/// Polls `/readyz` every millisecond until it answers 200, so that the caller sees the state
+/// at (nearly) the moment readiness was first reported.
+pub async fn first_ready(admin: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !matches!(http_get(admin, "/readyz").await, Some((200, _))) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {:?}",
+            http_get(admin, "/readyz?verbose").await
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
