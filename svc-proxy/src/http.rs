@@ -76,7 +76,7 @@ impl Handler {
             builder = builder.http2_only();
         }
         let observer = WorkerEndpointMetrics::new(target.metrics.clone());
-        let destination = Destination::new(target.pool.clone()).observer(Arc::new(observer));
+        let destination = Destination::new(target.pool().clone()).observer(Arc::new(observer));
         Self {
             target,
             builder: Arc::new(builder),

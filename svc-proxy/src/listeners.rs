@@ -99,7 +99,8 @@ impl Addresses {
 pub struct Reconciler {
     ctx: Arc<Context>,
     listeners: HashMap<ListenKey, Active>,
-    by_service: HashMap<ServiceKey, HashSet<ListenKey>>,
+    /// A Service's listeners (a handful: a Vec is a tenth of a HashSet's size).
+    by_service: HashMap<ServiceKey, Vec<ListenKey>>,
     targets: HashMap<PoolKey, (Arc<Target>, usize)>,
     addresses: Addresses,
     /// Listeners to create at the end of this round.
@@ -145,6 +146,14 @@ impl Reconciler {
         let mut changes = self.ctx.store.changes();
         let began = Instant::now();
         let status = self.ctx.dataplane.clone();
+        // Nothing is served before the initial lists are in (and `/readyz` waits for them
+        // anyway): listeners built between the Services' list and the EndpointSlices' would
+        // rebuild every balancer at once when the slices land, which at 10,000 Services put
+        // that garbage on top of the sync's own peak memory.
+        tokio::select! {
+            _ = self.ctx.store.wait_synced() => {}
+            _ = self.ctx.drain.signaled() => return,
+        }
         loop {
             // Every key the store published before it marked itself synced is in the feed by
             // now (it publishes first): once a drain started after seeing `synced` finds
@@ -322,10 +331,10 @@ impl Reconciler {
 
     /// Records a listener to create at the end of the round.
     fn add(&mut self, lk: ListenKey, route: Route) {
-        self.by_service
-            .entry(route.service.clone())
-            .or_default()
-            .insert(lk);
+        let listeners = self.by_service.entry(route.service.clone()).or_default();
+        if !listeners.contains(&lk) {
+            listeners.push(lk);
+        }
         self.listeners.insert(
             lk,
             Active {
@@ -344,7 +353,7 @@ impl Reconciler {
             return;
         };
         if let Some(set) = self.by_service.get_mut(&active.route.service) {
-            set.remove(&lk);
+            set.retain(|l| *l != lk);
             if set.is_empty() {
                 self.by_service.remove(&active.route.service);
             }

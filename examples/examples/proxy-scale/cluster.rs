@@ -53,10 +53,41 @@ fn loopback(second: u8, n: usize) -> IpAddr {
     ))
 }
 
+/// The ClusterIP:port of Service `i` in `range`.
+pub fn vip(range: Range, port: u16, i: usize) -> SocketAddr {
+    SocketAddr::new(loopback(range.vip_octet, i), port)
+}
+
 /// Endpoint `j` of Service `i`: 127.220.0.0 onwards. Nothing listens there; connections to
 /// them are refused at once, on loopback.
 fn endpoint_ip(i: usize, j: usize, per_service: usize) -> IpAddr {
     loopback(220, i * per_service + j)
+}
+
+/// The same Services as [`Cluster::start`] makes, as a manifests file.
+pub fn manifests(services: usize, endpoints: usize, port: u16, range: Range) -> String {
+    let mut out = String::with_capacity(services * (400 + endpoints * 100));
+    for i in 0..services {
+        let (ns, name) = (format!("ns-{}", i % 100), format!("svc-{i}"));
+        let vip = loopback(range.vip_octet, i);
+        out.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  clusterIP: {vip}\n  ports: [{{name: tcp, port: {port}, targetPort: 8080}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-abcde, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: tcp, port: 8080, protocol: TCP}}]\nendpoints:\n"
+        ));
+        for j in 0..endpoints {
+            out.push_str(&format!(
+                "- {{addresses: [\"{}\"], conditions: {{ready: true}}, zone: {}, nodeName: node-{}}}\n",
+                endpoint_ip(i, j, endpoints),
+                ["a", "b", "c"][j % 3],
+                j % 50
+            ));
+        }
+        out.push_str("---\n");
+    }
+    out
 }
 
 /// A fake API server holding the Services, and a client to change them.
@@ -106,7 +137,7 @@ impl Cluster {
 
     /// The ClusterIP:port of Service `i`.
     pub fn vip(&self, i: usize) -> SocketAddr {
-        SocketAddr::new(loopback(self.range.vip_octet, i), self.port)
+        vip(self.range, self.port, i)
     }
 
     /// Creates Service `add/add-k` through the API (its EndpointSlice, pointing at `echo`,

@@ -21,6 +21,7 @@
 //! - `add_ms_p50_*`: a Service created through the API (its EndpointSlice first) → the first
 //!   connection to its ClusterIP echoed by the backend, p50, on a proxy serving 10 Services and
 //!   one serving N. `ratio` = N ÷ small.
+//! - Then the same N Services from a manifests file: time to ready, and the sample (stderr).
 //!
 //! Ends with exactly one summary line:
 //! `proxy-scale services=.. endpoints=.. ready_s=.. fds=.. peak_rss_mib=.. metrics_bytes=.. add_ms_p50_small=.. add_ms_p50_n=.. ratio=..`
@@ -104,9 +105,11 @@ async fn run_one(
     let accepting = probe::count_accepting(&sample).await;
     let fds = proxy.fds();
     eprintln!(
-        "[{}] ready after {ready_s:.3}s; {accepting}/{} sampled ClusterIPs accepted at that moment; {fds} fds",
+        "[{}] ready after {ready_s:.3}s; {accepting}/{} sampled ClusterIPs accepted at that moment; {fds} fds; RSS {:.1} MiB (peak {:.1})",
         range.name,
-        sample.len()
+        sample.len(),
+        proxy.rss_mib(),
+        proxy.peak_rss_mib()
     );
     if accepting != sample.len() {
         eprintln!(
@@ -174,6 +177,35 @@ async fn run_one(
     })
 }
 
+/// The same N Services from a manifests file: time to `/readyz` 200, and the ClusterIP sample
+/// at that moment.
+async fn manifests_ready(args: &Args, bin: &std::path::Path) -> anyhow::Result<()> {
+    let range = Range::LARGE;
+    let yaml = cluster::manifests(args.services, args.endpoints_per_service, args.port, range);
+    let started = Instant::now();
+    let mut proxy = ProxyProcess::spawn_manifests(bin, &yaml, args.threads, range)?;
+    proxy.wait_ready(Duration::from_secs(120)).await?;
+    let ready_s = started.elapsed().as_secs_f64();
+    let sample: Vec<SocketAddr> = (0..SAMPLE.min(args.services))
+        .map(|k| {
+            cluster::vip(
+                range,
+                args.port,
+                k * args.services / SAMPLE.min(args.services),
+            )
+        })
+        .collect();
+    let accepting = probe::count_accepting(&sample).await;
+    eprintln!(
+        "[manifests] ready after {ready_s:.3}s; {accepting}/{} sampled ClusterIPs accepted at that moment; {} fds; peak RSS {:.1} MiB",
+        sample.len(),
+        proxy.fds(),
+        proxy.peak_rss_mib()
+    );
+    proxy.stop().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -189,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the echo backend")?;
     let small = run_one(&args, &bin, args.small, Range::SMALL, echo.addr(), false).await?;
     let large = run_one(&args, &bin, args.services, Range::LARGE, echo.addr(), true).await?;
+    manifests_ready(&args, &bin).await?;
     let (add_small, add_n) = (p50(small.adds), p50(large.adds));
     println!(
         "proxy-scale services={} endpoints={} ready_s={:.3} fds={} peak_rss_mib={:.1} metrics_bytes={} add_ms_p50_small={add_small:.2} add_ms_p50_n={add_n:.2} ratio={:.2}",

@@ -45,15 +45,14 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
+    /// A proxy watching `cluster`'s API server.
     pub fn spawn(
         bin: &Path,
         cluster: &Cluster,
         threads: usize,
         range: Range,
     ) -> anyhow::Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("proxy-scale-{}-{}", std::process::id(), range.name));
-        std::fs::create_dir_all(&dir)?;
+        let dir = Self::dir(range)?;
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -64,11 +63,47 @@ impl ProxyProcess {
                 cluster.server.url()
             ),
         )?;
+        Self::start(bin, dir, threads, range, &[], Some(&kubeconfig))
+    }
+
+    /// A proxy serving `yaml` from a manifests file.
+    pub fn spawn_manifests(
+        bin: &Path,
+        yaml: &str,
+        threads: usize,
+        range: Range,
+    ) -> anyhow::Result<Self> {
+        let dir = Self::dir(range)?;
+        let file = dir.join("services.yaml");
+        std::fs::write(&file, yaml)?;
+        let file = file.to_string_lossy().into_owned();
+        Self::start(bin, dir, threads, range, &["--manifests", &file], None)
+    }
+
+    fn dir(range: Range) -> anyhow::Result<PathBuf> {
+        let dir =
+            std::env::temp_dir().join(format!("proxy-scale-{}-{}", std::process::id(), range.name));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn start(
+        bin: &Path,
+        dir: PathBuf,
+        threads: usize,
+        range: Range,
+        flags: &[&str],
+        kubeconfig: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(dir.join("proxy.log"))?;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(k) = kubeconfig {
+            command.env("KUBECONFIG", k);
+        }
+        let child = command
             .args(["--threads", &threads.to_string()])
             .args(["--admin-addr", &range.admin.to_string()])
-            .env("KUBECONFIG", &kubeconfig)
+            .args(flags)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(log)
@@ -143,10 +178,19 @@ impl ProxyProcess {
 
     /// VmHWM, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// VmRSS, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     }
@@ -157,14 +201,18 @@ impl ProxyProcess {
     }
 }
 
-/// How many of `addrs` accept a TCP connection (256 at a time, 2 s each).
+/// How many of `addrs` accept a TCP connection (256 at a time, 2 s each). A reset counts as
+/// accepted: the endpoints of the synthetic Services refuse connections, so the proxy accepts,
+/// finds no endpoint that answers and resets the client, sometimes before its connect returns.
+/// Only a refusal (nothing listening) or a timeout counts against.
 pub async fn count_accepting(addrs: &[SocketAddr]) -> usize {
     futures::stream::iter(addrs.iter().copied())
         .map(|addr| async move {
-            matches!(
-                tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await,
-                Ok(Ok(_))
-            )
+            match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Err(_) => false,
+            }
         })
         .buffer_unordered(256)
         .filter(|ok| std::future::ready(*ok))
