@@ -224,3 +224,39 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
         .unwrap();
     assert!(status.success());
 }
+
+/// Manifests that do not parse stop the proxy at once, with the parser's message, before
+/// anything is served; a missing path fails the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_manifests_stop_the_proxy_with_the_error() {
+    let m = Manifests::new("invalid");
+    m.write(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n",
+    );
+    for (path, expect) in [
+        (m.path().to_path_buf(), "svc.yaml"),
+        (m.dir.join("missing"), "missing"),
+    ] {
+        let log =
+            std::env::temp_dir().join(format!("svc-proxy-invalid-{}.log", std::process::id()));
+        let mut child = spawn(
+            &[],
+            &[
+                "--manifests",
+                path.to_str().unwrap(),
+                "--admin-addr",
+                "127.137.0.1:0",
+            ],
+            &log,
+        );
+        let status = tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert!(!status.success(), "{text}");
+        assert!(text.contains(expect), "{text}");
+    }
+}

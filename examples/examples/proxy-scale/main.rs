@@ -14,13 +14,14 @@
 //!   Services and N EndpointSlices over HTTP). At that moment a sample of 300 ClusterIPs must
 //!   accept connections; after the run, every one of the N is checked as well.
 //! - `fds`: descriptors the proxy holds at idle.
-//! - `peak_rss_mib`: the proxy's VmHWM at the end, after scrapes of `/metrics` and the
-//!   unfiltered `/debug/services`.
+//! - `peak_rss_mib`: the proxy's VmHWM at the end: after the adds, scrapes of `/metrics` and
+//!   the unfiltered `/debug/services`, and one connection to every ClusterIP.
 //! - `metrics_bytes`: `/metrics` after the sample above and the adds (a few hundred Service
 //!   ports have had traffic); the size once every Service had a connection goes to stderr.
 //! - `add_ms_p50_*`: a Service created through the API (its EndpointSlice first) → the first
 //!   connection to its ClusterIP echoed by the backend, p50, on a proxy serving 10 Services and
-//!   one serving N. `ratio` = N ÷ small.
+//!   one serving N. Both proxies run side by side and the adds alternate between them, after
+//!   one untimed add each. `ratio` = N ÷ small.
 //! - Then the same N Services from a manifests file: time to ready, and the sample (stderr).
 //!
 //! Ends with exactly one summary line:
@@ -71,23 +72,20 @@ fn p50(mut samples: Vec<Duration>) -> f64 {
     samples[samples.len() / 2].as_secs_f64() * 1e3
 }
 
-struct Measured {
+/// A proxy started on its own cluster, measured until ready.
+struct Started {
+    cluster: Cluster,
+    proxy: ProxyProcess,
     ready_s: f64,
     fds: usize,
-    rss_mib: f64,
-    metrics_bytes: usize,
-    endpoints: usize,
-    adds: Vec<Duration>,
 }
 
-async fn run_one(
+async fn start(
     args: &Args,
     bin: &std::path::Path,
     services: usize,
     range: Range,
-    echo: SocketAddr,
-    full: bool,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<Started> {
     let cluster = Cluster::start(services, args.endpoints_per_service, args.port, range).await;
     eprintln!(
         "[{}] fake API server with {services} Services × {} endpoints at {}",
@@ -117,19 +115,48 @@ async fn run_one(
             range.name
         );
     }
+    Ok(Started {
+        cluster,
+        proxy,
+        ready_s,
+        fds,
+    })
+}
 
-    let mut adds = Vec::with_capacity(args.adds);
-    for k in 0..args.adds {
-        adds.push(cluster.time_add(k, echo).await?);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Times `--adds` Service adds on each proxy, alternating between them (so that the machine's
+/// load drifts over both alike), after one untimed add each.
+async fn time_adds(
+    args: &Args,
+    small: &Started,
+    large: &Started,
+    echo: SocketAddr,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let (mut on_small, mut on_large) = (Vec::new(), Vec::new());
+    for k in 0..=args.adds {
+        let s = small.cluster.time_add(k, echo).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let l = large.cluster.time_add(k, echo).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if k > 0 {
+            on_small.push(s);
+            on_large.push(l);
+        }
     }
     eprintln!(
-        "[{}] add → first echoed connection: p50 {:.2} ms over {} adds",
-        range.name,
-        p50(adds.clone()),
-        adds.len()
+        "add → first echoed connection, p50 over {} adds each: {:.2} ms with {} Services, {:.2} ms with {}",
+        args.adds,
+        p50(on_small.clone()),
+        args.small,
+        p50(on_large.clone()),
+        args.services
     );
+    Ok((on_small, on_large))
+}
 
+/// `/metrics` (bytes, slowest of 3 scrapes), `/debug/services` (endpoints listed), then every
+/// ClusterIP once.
+async fn scrape(large: &Started, services: usize) -> anyhow::Result<(usize, usize)> {
+    let proxy = &large.proxy;
     let mut metrics_bytes = 0;
     let mut scrape_ms = 0f64;
     for _ in 0..3 {
@@ -147,34 +174,36 @@ async fn run_one(
         .matches("\"address\":")
         .count();
     eprintln!(
-        "[{}] /metrics {metrics_bytes} bytes (slowest of 3 scrapes {scrape_ms:.1} ms); /debug/services {} bytes in {:.1} ms, {endpoints} endpoints",
-        range.name,
+        "[n] /metrics {metrics_bytes} bytes (slowest of 3 scrapes {scrape_ms:.1} ms); /debug/services {} bytes in {:.1} ms, {endpoints} endpoints",
         dump.len(),
         t.elapsed().as_secs_f64() * 1e3
     );
     drop(dump);
-
-    if full {
-        let all: Vec<SocketAddr> = (0..services).map(|i| cluster.vip(i)).collect();
-        let accepting = probe::count_accepting(&all).await;
+    let all: Vec<SocketAddr> = (0..services).map(|i| large.cluster.vip(i)).collect();
+    let accepting = probe::count_accepting(&all).await;
+    // The proxy works through the accepted connections after the clients are done: wait
+    // until every Service port's series is there (or the count stops growing).
+    let (mut last, mut still) = (0, 0);
+    let (bytes, ms, ports) = loop {
+        let t = Instant::now();
         let (_, body) = proxy.get("/metrics").await?;
-        eprintln!(
-            "[{}] every ClusterIP: {accepting}/{services} accepted; /metrics once every Service had a connection: {} bytes",
-            range.name,
-            body.len()
-        );
-    }
-    let rss_mib = proxy.peak_rss_mib();
-    eprintln!("[{}] peak RSS {rss_mib:.1} MiB", range.name);
-    proxy.stop().await;
-    Ok(Measured {
-        ready_s,
-        fds,
-        rss_mib,
-        metrics_bytes,
-        endpoints,
-        adds,
-    })
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let text = String::from_utf8_lossy(&body);
+        let ports = text
+            .lines()
+            .filter(|l| l.starts_with("svc_proxy_connections_total{"))
+            .count();
+        still = if ports == last { still + 1 } else { 0 };
+        if ports >= services || still >= 6 {
+            break (body.len(), ms, ports);
+        }
+        last = ports;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "[n] every ClusterIP: {accepting}/{services} accepted; /metrics once {ports} Service ports had a connection: {bytes} bytes in {ms:.1} ms"
+    );
+    Ok((metrics_bytes, endpoints))
 }
 
 /// The same N Services from a manifests file: time to `/readyz` 200, and the ClusterIP sample
@@ -219,18 +248,21 @@ async fn main() -> anyhow::Result<()> {
     let echo = svc_testkit::spawn_tcp_echo("127.240.0.1:0".parse()?)
         .await
         .context("starting the echo backend")?;
-    let small = run_one(&args, &bin, args.small, Range::SMALL, echo.addr(), false).await?;
-    let large = run_one(&args, &bin, args.services, Range::LARGE, echo.addr(), true).await?;
+    let small = start(&args, &bin, args.small, Range::SMALL).await?;
+    let large = start(&args, &bin, args.services, Range::LARGE).await?;
+    let (add_small, add_n) = time_adds(&args, &small, &large, echo.addr()).await?;
+    let (metrics_bytes, endpoints) = scrape(&large, args.services).await?;
+    let peak_rss_mib = large.proxy.peak_rss_mib();
+    eprintln!("[n] peak RSS {peak_rss_mib:.1} MiB");
+    small.proxy.stop().await;
+    large.proxy.stop().await;
     manifests_ready(&args, &bin).await?;
-    let (add_small, add_n) = (p50(small.adds), p50(large.adds));
+    let (add_small, add_n) = (p50(add_small), p50(add_n));
     println!(
-        "proxy-scale services={} endpoints={} ready_s={:.3} fds={} peak_rss_mib={:.1} metrics_bytes={} add_ms_p50_small={add_small:.2} add_ms_p50_n={add_n:.2} ratio={:.2}",
+        "proxy-scale services={} endpoints={endpoints} ready_s={:.3} fds={} peak_rss_mib={peak_rss_mib:.1} metrics_bytes={metrics_bytes} add_ms_p50_small={add_small:.2} add_ms_p50_n={add_n:.2} ratio={:.2}",
         args.services,
-        large.endpoints,
         large.ready_s,
         large.fds,
-        large.rss_mib,
-        large.metrics_bytes,
         add_n / add_small
     );
     Ok(())
