@@ -14,8 +14,10 @@
 //!   Services and N EndpointSlices over HTTP). At that moment a sample of 300 ClusterIPs must
 //!   accept connections; after the run, every one of the N is checked as well.
 //! - `fds`: descriptors the proxy holds at idle.
-//! - `peak_rss_mib`: the proxy's VmHWM at the end: after the adds, scrapes of `/metrics` and
-//!   the unfiltered `/debug/services`, and one connection to every ClusterIP.
+//! - `peak_rss_mib`: the proxy's VmHWM after the start, the adds, and scrapes of `/metrics` and
+//!   the unfiltered `/debug/services`. Then every ClusterIP gets a connection, which builds
+//!   every Service port's balancer (they are built on first use); the VmHWM after that goes
+//!   to stderr.
 //! - `metrics_bytes`: `/metrics` after the sample above and the adds (a few hundred Service
 //!   ports have had traffic); the size once every Service had a connection goes to stderr.
 //! - `add_ms_p50_*`: a Service created through the API (its EndpointSlice first) → the first
@@ -155,7 +157,7 @@ async fn time_adds(
 
 /// `/metrics` (bytes, slowest of 3 scrapes), `/debug/services` (endpoints listed), then every
 /// ClusterIP once.
-async fn scrape(large: &Started, services: usize) -> anyhow::Result<(usize, usize)> {
+async fn scrape(large: &Started, services: usize) -> anyhow::Result<(usize, usize, f64)> {
     let proxy = &large.proxy;
     let mut metrics_bytes = 0;
     let mut scrape_ms = 0f64;
@@ -179,6 +181,8 @@ async fn scrape(large: &Started, services: usize) -> anyhow::Result<(usize, usiz
         t.elapsed().as_secs_f64() * 1e3
     );
     drop(dump);
+    let peak_rss_mib = proxy.peak_rss_mib();
+    eprintln!("[n] peak RSS {peak_rss_mib:.1} MiB");
     let all: Vec<SocketAddr> = (0..services).map(|i| large.cluster.vip(i)).collect();
     let accepting = probe::count_accepting(&all).await;
     // The proxy works through the accepted connections after the clients are done: wait
@@ -201,9 +205,10 @@ async fn scrape(large: &Started, services: usize) -> anyhow::Result<(usize, usiz
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     eprintln!(
-        "[n] every ClusterIP: {accepting}/{services} accepted; /metrics once {ports} Service ports had a connection: {bytes} bytes in {ms:.1} ms"
+        "[n] every ClusterIP: {accepting}/{services} accepted; /metrics once {ports} Service ports had a connection: {bytes} bytes in {ms:.1} ms; peak RSS {:.1} MiB",
+        proxy.peak_rss_mib()
     );
-    Ok((metrics_bytes, endpoints))
+    Ok((metrics_bytes, endpoints, peak_rss_mib))
 }
 
 /// The same N Services from a manifests file: time to `/readyz` 200, and the ClusterIP sample
@@ -251,9 +256,7 @@ async fn main() -> anyhow::Result<()> {
     let small = start(&args, &bin, args.small, Range::SMALL).await?;
     let large = start(&args, &bin, args.services, Range::LARGE).await?;
     let (add_small, add_n) = time_adds(&args, &small, &large, echo.addr()).await?;
-    let (metrics_bytes, endpoints) = scrape(&large, args.services).await?;
-    let peak_rss_mib = large.proxy.peak_rss_mib();
-    eprintln!("[n] peak RSS {peak_rss_mib:.1} MiB");
+    let (metrics_bytes, endpoints, peak_rss_mib) = scrape(&large, args.services).await?;
     small.proxy.stop().await;
     large.proxy.stop().await;
     manifests_ready(&args, &bin).await?;
