@@ -165,7 +165,11 @@ fn dns_handler() -> &'static svc_proxy::dns::Handler {
         {
             writer.apply(event);
         }
-        let metrics = Arc::new(svc_proxy::metrics::Metrics::new(store.clone()));
+        let metrics = Arc::new(svc_proxy::metrics::Metrics::new(
+            store.clone(),
+            Arc::default(),
+            false,
+        ));
         let zone = svc_proxy::dns::answer::Zone::new(store, 5).expect("a valid zone");
         svc_proxy::dns::Handler::new(zone, None, metrics).expect("a handler")
     })

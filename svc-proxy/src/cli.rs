@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::iface::Cidr;
+
 /// A node-local ClusterIP dataplane: listens on Service ClusterIPs and NodePorts, balances
 /// connections and requests over ready endpoints, answers cluster DNS, and serves admin HTTP.
 #[derive(Clone, Debug, Parser)]
@@ -21,9 +23,10 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Threads serving TCP and HTTP connections, each a single-threaded runtime with its own
-    /// accept loop on every listener (default: one per CPU). With 1, everything runs on one
-    /// thread; with more, the control plane (watches, DNS, admin, UDP) has a thread of its own.
+    /// Threads serving TCP and HTTP connections, each a single-threaded runtime (default: one
+    /// per CPU). Each listener is one socket, accepted from on one of them, which hands each
+    /// connection to the least-loaded thread. With 1, everything runs on one thread; with
+    /// more, the control plane (watches, DNS, admin, UDP) has a thread of its own.
     #[arg(long, env = "SVC_PROXY_THREADS")]
     pub threads: Option<usize>,
 
@@ -65,8 +68,22 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_NODEPORT_ADDR")]
     pub nodeport_addr: Option<IpAddr>,
 
-    /// Add and remove ClusterIPs on this interface (like kube-proxy IPVS's `kube-ipvs0`).
-    /// An existing interface of any type is used as is; a missing one is created as a dummy.
+    /// Make this Service CIDR local with one route (`ip route add local CIDR dev lo`), so that
+    /// every ClusterIP in it can be listened on with no per-address setup. Repeat it (or give
+    /// a comma-separated list) for dual stack: `--service-cidr 10.96.0.0/12 --service-cidr
+    /// fd00:10:96::/112`. Needs NET_ADMIN; the route stays when the proxy exits.
+    #[arg(
+        long,
+        env = "SVC_PROXY_SERVICE_CIDR",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub service_cidr: Vec<Cidr>,
+
+    /// Add and remove ClusterIPs on this interface (like kube-proxy IPVS's `kube-ipvs0`), one
+    /// address each. An existing interface of any type is used as is; a missing one is created
+    /// as a dummy. With `--service-cidr`, only addresses outside the CIDRs (external and
+    /// load-balancer IPs) are added. Addresses that were there before are never removed.
     #[arg(long, env = "SVC_PROXY_MANAGE_INTERFACE", value_name = "NAME")]
     pub manage_interface: Option<String>,
 
@@ -118,6 +135,12 @@ pub struct Args {
     /// Per-direction copy buffer of each TCP flow, in bytes.
     #[arg(long, env = "SVC_PROXY_BUFFER_SIZE", default_value_t = 64 * 1024)]
     pub buffer_size: usize,
+
+    /// Also export per endpoint series (`svc_proxy_endpoint_picks_total`,
+    /// `svc_proxy_endpoint_errors_total`): one per endpoint of every Service port with traffic,
+    /// which at cluster scale is a lot. By default series are per Service port only.
+    #[arg(long, env = "SVC_PROXY_METRICS_ENDPOINTS")]
+    pub metrics_endpoints: bool,
 
     /// Log filter (`tracing_subscriber::EnvFilter` syntax; hickory-server logs every query at
     /// info, hence its own level); `RUST_LOG` takes precedence.
@@ -240,8 +263,23 @@ mod tests {
         assert_eq!(a.admin_addr.port(), 0);
         assert_eq!(a.dns_ttl, 5);
         assert!(a.dns_addr.is_none() && a.dns_forward.is_none() && !a.reset_removed);
+        assert!(a.service_cidr.is_empty() && !a.metrics_endpoints);
         let a = Args::try_from_flags(["--dns-forward", "1.1.1.1"]).unwrap();
         assert_eq!(a.dns_forward, Some("1.1.1.1:53".parse().unwrap()));
+        let a = Args::try_from_flags([
+            "--service-cidr",
+            "10.96.0.0/12,fd00:10:96::/112",
+            "--service-cidr",
+            "10.200.0.0/16",
+        ])
+        .unwrap();
+        let cidrs: Vec<String> = a.service_cidr.iter().map(|c| c.to_string()).collect();
+        assert_eq!(cidrs, ["10.96.0.0/12", "fd00:10:96::/112", "10.200.0.0/16"]);
+        let err = Args::try_from_flags(["--service-cidr", "10.96.0.1/12"]).unwrap_err();
+        assert!(
+            err.to_string().contains("did you mean 10.96.0.0/12"),
+            "{err}"
+        );
     }
 
     /// Envoy-like timeouts and limits by default.

@@ -27,6 +27,8 @@ pub mod io;
 pub mod service;
 mod tunnel;
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,81 +36,106 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use svc_tower::balance::{BalanceConfig, Pools};
-use svc_tower::layer::{BalanceLayer, Destination, HttpVersion, NoFallback};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use svc_tower::layer::{Balance, BalanceLayer, Destination, HttpVersion, NoFallback};
+use tokio::net::TcpStream;
 use tower::Layer;
 
 use crate::cli::non_zero;
 use crate::metrics::WorkerEndpointMetrics;
 use crate::target::{Mode, Target};
-use crate::tcp::accept_loop;
 use io::ResetOnCut;
-use service::Proxy;
+use service::{Proxy, RequestBody};
 
 /// Idle HTTP/1.1 connections kept per endpoint. Connections go back to the pool as soon as
 /// their response head is in, so this bounds the concurrency per endpoint that reuses
 /// connections; it is well above what one node's clients drive.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
-/// Serves HTTP mode on `listener` until `cancel` fires.
-pub async fn serve(
-    listener: TcpListener,
+/// HTTP mode's state for one listener on one worker: the hyper server settings, svc-tower's
+/// balancer and the endpoint metrics observer. Each worker has its own, so that upstream
+/// connections belong to the worker and a request and its upstream connection are served on
+/// the same thread.
+pub struct Handler {
     target: Arc<Target>,
     mode: Mode,
-    cancel: CancellationToken,
-) {
-    let ctx = &target.ctx;
-    let pools = Pools::new(
-        ctx.store.clone(),
-        ctx.locality.clone(),
-        BalanceConfig::default(),
-    );
-    let args = &ctx.args;
-    let balance = BalanceLayer::new(pools)
-        .http_version(HttpVersion::Service)
-        .connect_timeout(Some(args.connect_timeout))
-        .max_idle_per_endpoint(MAX_IDLE_PER_ENDPOINT)
-        .response_timeout(non_zero(args.upstream_response_timeout))
-        .pool_idle_timeout(non_zero(args.upstream_idle_timeout))
-        .layer(NoFallback);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // `writev(false)`: hyper copies a small body next to the head and sends both with one
-    // `send`; with 2 iovecs per `writev` the kernel side cost ~1.5 µs more per request
-    // (BENCHMARKS.md).
-    // hyper's read buffer holds the request head, so its cap is the head's (431 beyond it);
-    // hyper's own default is ~400 KB per connection. hyper's header timeout runs from the
-    // start of each request head, and between keep-alive requests.
-    let max_headers = args.max_request_headers;
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .writev(false)
-        .header_read_timeout(non_zero(args.header_read_timeout))
-        .max_buf_size(usize::try_from(max_headers).unwrap_or(usize::MAX));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_headers).unwrap_or(u32::MAX));
-    if mode == Mode::H2c {
-        builder = builder.http2_only();
-    }
-    let builder = Arc::new(builder);
-    // Upstream connections belong to this accept loop (one per worker thread), so that a
-    // request and its upstream connection are served on the same thread.
-    let observer = WorkerEndpointMetrics::new(target.metrics.clone());
-    let destination = Destination::new(target.pool.clone()).observer(Arc::new(observer));
-    let drain = target.ctx.drain.clone();
-    let header_timeout = non_zero(args.header_read_timeout);
-    accept_loop(&listener, &cancel, |stream, client| {
-        if crate::tcp::refused(&stream, &target) {
-            return;
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    balance: Balance<NoFallback, RequestBody>,
+    destination: Destination,
+    header_timeout: Option<Duration>,
+}
+
+impl Handler {
+    /// The handler of `target`'s connections in `mode` (HTTP or h2c), on the current worker.
+    pub fn new(target: Arc<Target>, mode: Mode) -> Self {
+        let ctx = &target.ctx;
+        let pools = Pools::new(
+            ctx.store.clone(),
+            ctx.locality.clone(),
+            BalanceConfig::default(),
+        );
+        let args = &ctx.args;
+        let balance = BalanceLayer::new(pools)
+            .http_version(HttpVersion::Service)
+            .connect_timeout(Some(args.connect_timeout))
+            .max_idle_per_endpoint(MAX_IDLE_PER_ENDPOINT)
+            .response_timeout(non_zero(args.upstream_response_timeout))
+            .pool_idle_timeout(non_zero(args.upstream_idle_timeout))
+            .layer(NoFallback);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // `writev(false)`: hyper copies a small body next to the head and sends both with one
+        // `send`; with 2 iovecs per `writev` the kernel side cost ~1.5 µs more per request
+        // (BENCHMARKS.md).
+        // hyper's read buffer holds the request head, so its cap is the head's (431 beyond it);
+        // hyper's own default is ~400 KB per connection. hyper's header timeout runs from the
+        // start of each request head, and between keep-alive requests.
+        let max_headers = args.max_request_headers;
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .writev(false)
+            .header_read_timeout(non_zero(args.header_read_timeout))
+            .max_buf_size(usize::try_from(max_headers).unwrap_or(usize::MAX));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(max_headers).unwrap_or(u32::MAX));
+        if mode == Mode::H2c {
+            builder = builder.http2_only();
         }
-        let proxy = Proxy::new(target.clone(), balance.clone(), &destination, client, mode);
-        drain.spawn(connection(builder.clone(), stream, proxy, header_timeout));
-    })
-    .await;
+        let observer = WorkerEndpointMetrics::new(target.metrics.clone());
+        let destination = Destination::new(target.pool().clone()).observer(Arc::new(observer));
+        Self {
+            header_timeout: non_zero(args.header_read_timeout),
+            target,
+            mode,
+            builder: Arc::new(builder),
+            balance,
+            destination,
+        }
+    }
+
+    /// Serves one client connection (on the current worker).
+    pub fn connection(
+        &self,
+        stream: TcpStream,
+        client: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let refused = crate::tcp::refused(&stream, &self.target);
+        let proxy = Proxy::new(
+            self.target.clone(),
+            self.balance.clone(),
+            &self.destination,
+            client,
+            self.mode,
+        );
+        let (builder, header_timeout) = (self.builder.clone(), self.header_timeout);
+        async move {
+            if !refused {
+                connection(builder, stream, proxy, header_timeout).await;
+            }
+        }
+    }
 }
 
 /// Serves one client connection; on shutdown, finishes the request in flight and closes.

@@ -90,6 +90,8 @@ pub struct Context {
     pub source_health: health::SourceHealth,
     /// Warnings about failing endpoints, at most one per endpoint and kind per interval.
     pub endpoint_warnings: throttle::LogThrottle<(SocketAddr, &'static str)>,
+    /// The listeners' state: programmed yet, failing ones.
+    pub dataplane: Arc<listeners::Status>,
 }
 
 /// A started proxy.
@@ -167,8 +169,9 @@ impl Running {
 /// Starts the proxy: the source, the listeners, DNS and the admin server.
 ///
 /// # Errors
-/// When the manifests cannot be loaded, no Kubernetes client can be configured, the admin or
-/// DNS address cannot be bound, or the managed interface cannot be set up.
+/// When the manifests path does not exist, no Kubernetes client can be configured, the admin
+/// or DNS address cannot be bound, or the Service CIDR routes or the managed interface cannot
+/// be set up. Manifests that do not parse end [`Running::run_until`] with the error.
 pub async fn start(args: Args) -> Result<Running> {
     start_with(args, None).await
 }
@@ -183,6 +186,7 @@ pub async fn start_with_client(args: Args, client: kube::Client) -> Result<Runni
 }
 
 async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running> {
+    let fd_limit = limits::raise_fd_limit();
     let (writer, store) = Writer::new(StoreConfig {
         cluster_domain: args.cluster_domain.trim_end_matches('.').to_string(),
         ..StoreConfig::default()
@@ -194,7 +198,8 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
     shutdown::reload_on_hangup(reload.clone());
     let (source, source_health) = start_source(&args, client, store.clone(), tx, reload).await?;
 
-    let mut metrics = Metrics::new(store.clone());
+    let dataplane = Arc::new(listeners::Status::default());
+    let mut metrics = Metrics::new(store.clone(), dataplane.clone(), args.metrics_endpoints);
     metrics.register_collector(Box::new(health::SourceCollector::new(
         source_health.clone(),
         store.clone(),
@@ -216,6 +221,7 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         workers,
         source_health,
         endpoint_warnings: throttle::LogThrottle::default(),
+        dataplane,
     });
 
     let admin = admin::bind(ctx.args.admin_addr).await?;
@@ -237,7 +243,13 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         None => None,
     };
 
-    let iface = match &ctx.args.manage_interface {
+    iface::route_service_cidrs(&ctx.args.service_cidr)
+        .await
+        .map_err(|e| Error::Interface {
+            name: "lo".into(),
+            message: e.to_string(),
+        })?;
+    let interface = match &ctx.args.manage_interface {
         Some(name) => Some(
             iface::Interface::open(name)
                 .await
@@ -248,7 +260,12 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         ),
         None => None,
     };
-    let reconciler = tokio::spawn(listeners::Reconciler::new(ctx.clone(), iface).run());
+    let addresses = listeners::Addresses {
+        interface,
+        routed: ctx.args.service_cidr.clone(),
+    };
+    let budget = listener_budget(fd_limit);
+    let reconciler = tokio::spawn(listeners::Reconciler::new(ctx.clone(), addresses, budget).run());
     Ok(Running {
         ctx,
         admin_addr,
@@ -271,6 +288,28 @@ fn spawn_writer(mut writer: Writer, mut events: mpsc::Receiver<Event>) -> Result
         })
         .map(|_| ())
         .map_err(Error::Workers)
+}
+
+/// How many listening sockets the open-file limit leaves room for, logged in those terms.
+fn listener_budget(limit: Option<limits::FdLimit>) -> usize {
+    let Some(limit) = limit else {
+        tracing::warn!("cannot read the open-file limit; listeners are bounded by the kernel only");
+        return usize::MAX;
+    };
+    // Counted now, with the admin, DNS and API connections open.
+    let open = limits::open_fds().unwrap_or(64);
+    let budget = limit.listener_budget(open);
+    tracing::info!(
+        limit = limit.soft,
+        raised_from = limit.was,
+        hard = limit.hard,
+        in_use = open,
+        reserve = limit.reserve(),
+        service_ports = budget,
+        "open-file limit: room for about {budget} Service ports (one listening socket each, \
+         whatever --threads); each open TCP flow takes two descriptors more"
+    );
+    budget
 }
 
 async fn start_source(

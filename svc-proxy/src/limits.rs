@@ -1,4 +1,5 @@
-//! Resource ceilings shared by every listener: the UDP flow budget and the memory ceiling.
+//! Resource ceilings shared by every listener: the open-file limit ([`fds`]), the UDP flow
+//! budget and the memory ceiling.
 //!
 //! A proxy on a node serves clients it does not trust. Without ceilings, any client can make it
 //! hold a socket and some memory per UDP flow (one datagram from a fresh source port is
@@ -12,6 +13,10 @@
 //! - [`MemoryCeiling`]: with `--memory-ceiling`, the resident set size is sampled every
 //!   250 ms; while it is above the ceiling, new TCP connections and new UDP flows are refused
 //!   (and counted), and flows already running carry on.
+
+mod fds;
+
+pub use fds::{open_fds, raise_fd_limit, FdLimit};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -35,6 +35,14 @@ impl Drain {
         self.flows.spawn(flow);
     }
 
+    /// Spawns a flow that shutdown waits for on another runtime (a worker's).
+    pub fn spawn_on<F>(&self, flow: F, runtime: &tokio::runtime::Handle)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.flows.spawn_on(flow, runtime);
+    }
+
     /// Resolves once shutdown has begun.
     pub async fn signaled(&self) {
         self.signal.cancelled().await

@@ -213,7 +213,7 @@ async fn a_backend_that_never_answers_gets_504_and_counts_as_an_endpoint_error()
         150,
         "http",
         Backend::Silent,
-        &["--upstream-response-timeout", "1s"],
+        &["--upstream-response-timeout", "1s", "--metrics-endpoints"],
     )
     .await;
     let out = run(
@@ -295,13 +295,30 @@ async fn request_heads_over_60_kib_get_431_and_never_reach_an_endpoint() {
 /// ejection); it is the client's fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_chunked_body_gets_400_and_no_endpoint_error() {
-    let (_m, proxy, seen) = setup("http-chunk", 154, "http", Backend::EchoHead, &[]).await;
+    let (_m, proxy, seen) = setup(
+        "http-chunk",
+        154,
+        "http",
+        Backend::EchoHead,
+        &["--metrics-endpoints"],
+    )
+    .await;
     let reply = exchange(
         "127.154.0.1:80",
         b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\nnot-a-chunk-size\r\nxx\r\n0\r\n\r\n",
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    // The endpoint's series exist (it was picked), and count no error.
+    let (_, metrics) = proxy.admin("/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            r#"svc_proxy_endpoint_picks_total{service="test/web",port="80",protocol="TCP",endpoint="127.154.0.11:8080"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
     assert_eq!(endpoint_errors(&proxy, "127.154.0.11:8080").await, 0.0);
     // The endpoint is still picked: nothing was ejected.
     let reply = exchange(

@@ -213,7 +213,7 @@ async fn a_broken_file_is_reported_and_does_not_freeze_the_others() {
     assert_eq!(code, 503);
     let line = format!("[-]manifests:{} failed: ", file.display());
     assert!(body.contains(&line), "{body}");
-    assert!(body.contains("[+]synced ok"), "{body}");
+    assert!(body.contains("[+]store-synced ok"), "{body}");
     let metrics = proxy.admin("/metrics").await.1;
     let sample = format!(
         "svc_proxy_manifest_file_failing{{file=\"{}\"}}",

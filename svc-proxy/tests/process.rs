@@ -361,3 +361,41 @@ async fn an_unchanged_big_manifest_is_not_read_again() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A manifests file that does not parse stops the proxy at once, with the parser's message,
+/// before anything is served; a missing path fails the start. (A bad file in a directory does
+/// not: the directory's other files are served and `/readyz` names the bad one, see
+/// `inputs.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_manifests_stop_the_proxy_with_the_error() {
+    let m = Manifests::new("invalid");
+    m.write(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n",
+    );
+    for (path, expect) in [
+        (m.dir.join("svc.yaml"), "svc.yaml"),
+        (m.dir.join("missing"), "missing"),
+    ] {
+        let log =
+            std::env::temp_dir().join(format!("svc-proxy-invalid-{}.log", std::process::id()));
+        let mut child = spawn(
+            &[],
+            &[
+                "--manifests",
+                path.to_str().unwrap(),
+                "--admin-addr",
+                "127.137.0.1:0",
+            ],
+            &log,
+        );
+        let status = tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert!(!status.success(), "{text}");
+        assert!(text.contains(expect), "{text}");
+    }
+}

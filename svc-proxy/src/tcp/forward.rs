@@ -28,6 +28,9 @@ impl Drop for ActiveGuard<'_> {
 
 /// Forwards one accepted connection.
 pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAddr) {
+    if super::refused(&client, &target) {
+        return;
+    }
     let m = &target.metrics;
     m.connections.inc();
     m.active.inc();
