@@ -310,6 +310,7 @@ impl TryFrom<&corev1::Service> for Service {
 
     fn try_from(svc: &corev1::Service) -> Result<Self> {
         let key = object_key(&svc.metadata)?;
+        validate::service_key(&key.name, &key.namespace)?;
         let spec = svc.spec.as_ref().ok_or(ModelError::MissingSpec)?;
         let service_type = match spec.type_.as_deref() {
             None | Some("ClusterIP") => ServiceType::ClusterIp,
