@@ -60,9 +60,17 @@ fn cluster_only(host: &str, domain: &str) -> bool {
             .is_some_and(|h| h.ends_with(".svc."))
 }
 
-fn pool_target(pools: &Pools, snap: &Arc<ServiceSnapshot>, port: u16, scope: Scope) -> Target {
+/// The pool of `snap`'s `port`. `port_ref` says how it was reached: by name, all the
+/// Service's endpoints; at one of its addresses, that address's family's (a dual-stack
+/// Service's IPv4 cluster IP leads to its IPv4 endpoints, as through kube-proxy).
+fn pool_target(
+    pools: &Pools,
+    snap: &Arc<ServiceSnapshot>,
+    port: u16,
+    port_ref: PortRef,
+    scope: Scope,
+) -> Target {
     let key = &snap.service.key;
-    let port_ref = PortRef::Number(port, Protocol::Tcp);
     Target::Pool {
         pool: pools.get(key, &port_ref, scope),
         port: snap.service.port_by_number(port, Protocol::Tcp).cloned(),
@@ -80,7 +88,10 @@ pub(crate) fn resolve(pools: &Pools, host: &str, port: u16) -> Result<Target, Un
     let host = bare_host(host);
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(match store.lookup_vip(ip, port, Protocol::Tcp) {
-            Some(vip) => pool_target(pools, &vip.service, port, Scope::from(vip.kind)),
+            Some(vip) => {
+                let port_ref = PortRef::reached_at(ip, port, Protocol::Tcp);
+                pool_target(pools, &vip.service, port, port_ref, Scope::from(vip.kind))
+            }
             None => Target::Direct(SocketAddr::new(ip, port)),
         });
     }
@@ -95,7 +106,10 @@ pub(crate) fn resolve(pools: &Pools, host: &str, port: u16) -> Result<Target, Un
                 })?;
             Ok(Target::External { name, port })
         }
-        Some(snap) => Ok(pool_target(pools, &snap, port, Scope::Internal)),
+        Some(snap) => {
+            let port_ref = PortRef::Number(port, Protocol::Tcp);
+            Ok(pool_target(pools, &snap, port, port_ref, Scope::Internal))
+        }
         None if cluster_only(host, &store.config().cluster_domain) => Err(UnknownService {
             host: host.to_string(),
         }),
