@@ -114,7 +114,11 @@ fn check_service(svc: &Service) {
         assert_ne!(a, b, "one family twice in ipFamilies");
     }
     for (ip, family) in svc.cluster_ips.iter().zip(&svc.ip_families) {
-        assert_eq!(IpFamily::of(*ip), *family, "ipFamilies disagree with clusterIPs");
+        assert_eq!(
+            IpFamily::of(*ip),
+            *family,
+            "ipFamilies disagree with clusterIPs"
+        );
     }
     for ip in svc.cluster_ips.iter().chain(&svc.external_ips) {
         assert!(usable(ip), "unusable address accepted: {ip}");

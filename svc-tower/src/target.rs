@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use svc_core::model::{Protocol, ServicePort, ServiceType, Str};
+use svc_core::model::{Protocol, Service, ServicePort, ServiceType, Stack, Str};
 use svc_core::store::{PortRef, ServiceSnapshot};
 
 use crate::balance::{EndpointPool, Pools};
@@ -60,9 +60,7 @@ fn cluster_only(host: &str, domain: &str) -> bool {
             .is_some_and(|h| h.ends_with(".svc."))
 }
 
-/// The pool of `snap`'s `port`. `port_ref` says how it was reached: by name, all the
-/// Service's endpoints; at one of its addresses, that address's family's (a dual-stack
-/// Service's IPv4 cluster IP leads to its IPv4 endpoints, as through kube-proxy).
+/// The pool of `snap`'s `port`, as `port_ref` reaches it (by name, or see [`by_address`]).
 fn pool_target(
     pools: &Pools,
     snap: &Arc<ServiceSnapshot>,
@@ -74,6 +72,17 @@ fn pool_target(
     Target::Pool {
         pool: pools.get(key, &port_ref, scope),
         port: snap.service.port_by_number(port, Protocol::Tcp).cloned(),
+    }
+}
+
+/// The port `ip:port` reaches. A dual-stack Service's address reaches its own family's
+/// endpoints, as through kube-proxy. Any other Service's address reaches what its name does,
+/// with the same [`PortRef`], so that both share one pool (and, in the layer, one set of
+/// connections), as do pools callers get from [`Pools`] by number.
+fn by_address(service: &Service, ip: IpAddr, port: u16) -> PortRef {
+    match service.stack() {
+        Stack::Dual => PortRef::reached_at(ip, port, Protocol::Tcp),
+        Stack::Single(_) | Stack::Unknown => PortRef::Number(port, Protocol::Tcp),
     }
 }
 
@@ -89,7 +98,7 @@ pub(crate) fn resolve(pools: &Pools, host: &str, port: u16) -> Result<Target, Un
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(match store.lookup_vip(ip, port, Protocol::Tcp) {
             Some(vip) => {
-                let port_ref = PortRef::reached_at(ip, port, Protocol::Tcp);
+                let port_ref = by_address(&vip.service.service, ip, port);
                 pool_target(pools, &vip.service, port, port_ref, Scope::from(vip.kind))
             }
             None => Target::Direct(SocketAddr::new(ip, port)),
