@@ -21,10 +21,10 @@ fn service(cluster_ips: &[&str]) -> Arc<Service> {
     Arc::new(Service {
         cluster_ips: cluster_ips.iter().map(|s| ip(s)).collect(),
         ports: vec![
-            ServicePort::tcp(Some("http".into()), 80, TargetPort::Number(8080)),
+            ServicePort::tcp(Some("http"), 80, TargetPort::Number(8080)),
             ServicePort {
                 protocol: Protocol::Udp,
-                ..ServicePort::tcp(Some("dns".into()), 53, TargetPort::Number(5353))
+                ..ServicePort::tcp(Some("dns"), 53, TargetPort::Number(5353))
             },
         ],
         ..Service::new(ServiceKey::new("shop", "web"))
