@@ -20,7 +20,7 @@ use hickory_server::zone_handler::MessageResponse;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
-use svc_core::model::{EndpointSlice, Service};
+use svc_core::model::{EndpointSlice, IpFamily, Service};
 use svc_core::source::manifests;
 use svc_core::store::{StoreConfig, Writer};
 
@@ -102,6 +102,18 @@ fn check_service(svc: &Service) {
     assert!(svc.cluster_ips.len() <= 2);
     if let [a, b] = svc.cluster_ips.as_slice() {
         assert_ne!(a.is_ipv4(), b.is_ipv4(), "two cluster IPs of one family");
+    }
+    // ipFamilies name each cluster IP's family, in order, each family once.
+    assert!(svc.ip_families.len() <= 2 && svc.ip_families.len() >= svc.cluster_ips.len());
+    if let [a, b] = svc.ip_families.as_slice() {
+        assert_ne!(a, b, "one family twice in ipFamilies");
+    }
+    for (ip, family) in svc.cluster_ips.iter().zip(&svc.ip_families) {
+        assert_eq!(
+            IpFamily::of(*ip),
+            *family,
+            "ipFamilies disagree with clusterIPs"
+        );
     }
     for ip in svc.cluster_ips.iter().chain(&svc.external_ips) {
         assert!(usable(ip), "unusable address accepted: {ip}");
