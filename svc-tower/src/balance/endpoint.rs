@@ -21,6 +21,9 @@ pub(crate) fn decayed(rtt_ns: f64, since_ns: u64, decay_ns: f64) -> f64 {
     rtt_ns * (-(since_ns as f64) / decay_ns).exp()
 }
 
+/// [`EndpointState::eligible_since`] of an endpoint that is not in slow start.
+pub(crate) const NOT_STARTING: Nanos = Nanos::MAX;
+
 /// One endpoint's live state, shared by the pool and its outstanding picks.
 #[derive(Debug)]
 pub(crate) struct EndpointState {
@@ -31,6 +34,10 @@ pub(crate) struct EndpointState {
     rtt_at: AtomicU64,
     rtt_lock: Mutex<()>,
     consecutive_failures: AtomicU32,
+    /// The pool's rotation counter when this endpoint was last chosen (starvation check).
+    last_chosen: AtomicU64,
+    /// When it last became eligible, for slow start; [`NOT_STARTING`] when not ramping.
+    eligible_since: AtomicU64,
     ejected: AtomicBool,
     ejected_until: AtomicU64,
     times_ejected: AtomicU32,
@@ -49,6 +56,8 @@ impl EndpointState {
             rtt_at: AtomicU64::new(now),
             rtt_lock: Mutex::new(()),
             consecutive_failures: AtomicU32::new(0),
+            last_chosen: AtomicU64::new(0),
+            eligible_since: AtomicU64::new(NOT_STARTING),
             ejected: AtomicBool::new(false),
             ejected_until: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
@@ -57,13 +66,6 @@ impl EndpointState {
             failures: AtomicU64::new(0),
             rtt_total_ns: AtomicU64::new(0),
         }
-    }
-
-    /// PeakEWMA cost: the decayed RTT estimate times (in-flight + 1).
-    #[inline]
-    pub(crate) fn cost(&self, now: Nanos, decay_ns: f64) -> f64 {
-        let pending = self.in_flight.load(Ordering::Relaxed);
-        self.rtt_estimate(now, decay_ns) * f64::from(pending + 1)
     }
 
     /// The decayed RTT estimate, in nanoseconds.
@@ -86,17 +88,53 @@ impl EndpointState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Whether it has answered at least once (before that, its estimate is only a guess).
+    #[inline]
+    pub(crate) fn is_measured(&self) -> bool {
+        self.successes.load(Ordering::Relaxed) > 0
+    }
+
+    /// Failures in a row since the last success.
+    #[inline]
+    pub(crate) fn failure_streak(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn last_chosen(&self) -> u64 {
+        self.last_chosen.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn set_last_chosen(&self, turn: u64) {
+        self.last_chosen.store(turn, Ordering::Relaxed);
+    }
+
+    /// When the endpoint became eligible, if it is in slow start.
+    #[inline]
+    pub(crate) fn eligible_since(&self) -> Option<Nanos> {
+        let since = self.eligible_since.load(Ordering::Relaxed);
+        (since != NOT_STARTING).then_some(since)
+    }
+
+    pub(crate) fn set_eligible_since(&self, since: Nanos) {
+        self.eligible_since.store(since, Ordering::Relaxed);
+    }
+
     /// Records a success: the streak ends and the RTT sample feeds the estimate.
     pub(crate) fn success(&self, rtt: Duration, now: Nanos, decay_ns: f64) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
-        self.successes.fetch_add(1, Ordering::Relaxed);
+        let first = self.successes.fetch_add(1, Ordering::Relaxed) == 0;
         let sample = rtt.as_nanos() as f64;
         self.rtt_total_ns
             .fetch_add(rtt.as_nanos() as u64, Ordering::Relaxed);
         let _guard = self.rtt_lock.lock();
         let prev = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
         let at = self.rtt_at.load(Ordering::Relaxed);
-        let next = if prev < sample {
+        // The first sample replaces the starting estimate, which is only a guess: otherwise
+        // a fast endpoint would take tens of seconds of decay to come down from the 30 ms
+        // default, and every endpoint would look alike meanwhile.
+        let next = if first || prev < sample {
             sample
         } else {
             let w = (-(now.saturating_sub(at) as f64) / decay_ns).exp();
@@ -104,6 +142,11 @@ impl EndpointState {
         };
         self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
         self.rtt_at.store(now, Ordering::Relaxed);
+    }
+
+    /// Forgets the failure streak (the endpoint passed its readiness probe again).
+    pub(crate) fn forgive(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 
     /// Records a failure; returns the length of the failure streak.
