@@ -21,6 +21,34 @@ pub(crate) fn decayed(rtt_ns: f64, since_ns: u64, decay_ns: f64) -> f64 {
     rtt_ns * (-(since_ns as f64) / decay_ns).exp()
 }
 
+/// RTT samples whose median the balancer compares.
+pub(crate) const RECENT: usize = 7;
+
+/// The last [`RECENT`] RTT samples. Their median is what endpoints are compared by: unlike
+/// PeakEWMA's estimate, which a single slow answer raises at once and which then takes
+/// seconds to decay, it ignores isolated spikes (a scheduling hiccup, a GC pause) and moves
+/// once most recent answers agree: an endpoint that became 5 ms slower is out of the band
+/// after 4 answers.
+#[derive(Debug, Default)]
+struct Recent {
+    samples: [u64; RECENT],
+    len: usize,
+    next: usize,
+}
+
+impl Recent {
+    /// Adds a sample; returns the median of the kept ones.
+    fn push(&mut self, sample: u64) -> u64 {
+        self.samples[self.next] = sample;
+        self.next = (self.next + 1) % RECENT;
+        self.len = (self.len + 1).min(RECENT);
+        let mut sorted = self.samples;
+        let kept = &mut sorted[..self.len];
+        kept.sort_unstable();
+        kept[self.len / 2]
+    }
+}
+
 /// [`EndpointState::eligible_since`] of an endpoint that is not in slow start.
 pub(crate) const NOT_STARTING: Nanos = Nanos::MAX;
 
@@ -32,7 +60,10 @@ pub(crate) struct EndpointState {
     /// `f64` bits of the RTT estimate in nanoseconds.
     rtt_ns: AtomicU64,
     rtt_at: AtomicU64,
-    rtt_lock: Mutex<()>,
+    /// The last RTT samples; taken by writers only.
+    recent: Mutex<Recent>,
+    /// The median of `recent`, in nanoseconds: what picks compare.
+    typical_ns: AtomicU64,
     consecutive_failures: AtomicU32,
     /// The pool's rotation counter when this endpoint was last chosen (starvation check).
     last_chosen: AtomicU64,
@@ -54,7 +85,8 @@ impl EndpointState {
             in_flight: AtomicU32::new(0),
             rtt_ns: AtomicU64::new((default_rtt.as_nanos() as f64).to_bits()),
             rtt_at: AtomicU64::new(now),
-            rtt_lock: Mutex::new(()),
+            recent: Mutex::new(Recent::default()),
+            typical_ns: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             last_chosen: AtomicU64::new(0),
             eligible_since: AtomicU64::new(NOT_STARTING),
@@ -86,6 +118,12 @@ impl EndpointState {
 
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The median of the last [`RECENT`] RTT samples, in nanoseconds (0 before the first).
+    #[inline]
+    pub(crate) fn typical_rtt(&self) -> f64 {
+        self.typical_ns.load(Ordering::Relaxed) as f64
     }
 
     /// Whether it has answered at least once (before that, its estimate is only a guess).
@@ -128,7 +166,9 @@ impl EndpointState {
         let sample = rtt.as_nanos() as f64;
         self.rtt_total_ns
             .fetch_add(rtt.as_nanos() as u64, Ordering::Relaxed);
-        let _guard = self.rtt_lock.lock();
+        let mut recent = self.recent.lock();
+        self.typical_ns
+            .store(recent.push(rtt.as_nanos() as u64), Ordering::Relaxed);
         let prev = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
         let at = self.rtt_at.load(Ordering::Relaxed);
         // The first sample replaces the starting estimate, which is only a guess: otherwise
@@ -188,6 +228,7 @@ impl EndpointState {
             failures: self.failures.load(Ordering::Relaxed),
             latency_total: Duration::from_nanos(self.rtt_total_ns.load(Ordering::Relaxed)),
             rtt_estimate: Duration::from_nanos(self.rtt_estimate(now, decay_ns) as u64),
+            latency: Duration::from_nanos(self.typical_ns.load(Ordering::Relaxed)),
             ejected: self.is_ejected(),
             times_ejected: self.times_ejected.load(Ordering::Relaxed),
         }
@@ -214,8 +255,11 @@ pub struct EndpointStats {
     /// Sum of the RTTs reported with [`Pick::success`](super::Pick::success) (divide by
     /// `successes` for a mean).
     pub latency_total: Duration,
-    /// The current PeakEWMA RTT estimate.
+    /// The current PeakEWMA RTT estimate (as `tower::load::PeakEwma` computes it).
     pub rtt_estimate: Duration,
+    /// The median of the last 7 RTTs: the latency the balancer compares endpoints by (zero
+    /// before the first answer).
+    pub latency: Duration,
     /// Whether outlier detection has ejected it.
     pub ejected: bool,
     /// How many times it was ejected.

@@ -8,9 +8,9 @@
 //! - candidate A is the rotation's (`turn mod n`), candidate B is drawn at random;
 //! - an endpoint passed over for more than `starvation_picks` picks wins (no starvation);
 //! - a shorter failure streak wins (a refusing endpoint loses at once);
-//! - latency estimates within the tolerance band are equal (as is any endpoint's before its
-//!   first answer), and requests in flight decide; outside it, PeakEWMA's cost
-//!   (estimate × (in flight + 1)) decides;
+//! - latencies (the median of each endpoint's last 7 answers) within the tolerance band are
+//!   equal (as is any endpoint's before its first answer), and requests in flight decide;
+//!   outside it, the cost latency × (in flight + 1) decides, as PeakEWMA's does;
 //! - a full tie goes to A, so equal endpoints under serial traffic get exact round robin.
 //!
 //! The rotation also bounds the wait: once an endpoint has been passed over for more than
@@ -54,7 +54,6 @@ pub(crate) struct Tuning {
     pub(crate) floor_ns: f64,
     pub(crate) starvation: u64,
     pub(crate) slow_start: Option<SlowStart>,
-    pub(crate) decay_ns: f64,
 }
 
 impl Tuning {
@@ -165,10 +164,7 @@ fn first_wins(a: &EndpointState, b: &EndpointState, t: &Turn<'_>, coin: u32) -> 
     // Requests in flight, counted `1 / weight` times for endpoints in slow start (so that
     // none in flight is still a tie, which the turn then decides).
     let (ia, ib) = (f64::from(a.in_flight()) / wa, f64::from(b.in_flight()) / wb);
-    let (la, lb) = (
-        a.rtt_estimate(t.now, tuning.decay_ns),
-        b.rtt_estimate(t.now, tuning.decay_ns),
-    );
+    let (la, lb) = (a.typical_rtt(), b.typical_rtt());
     // An endpoint that has not answered yet is as fast as any: its estimate is a guess, and
     // it must be tried to be measured.
     let same = !a.is_measured() || !b.is_measured() || tuning.same_latency(la, lb);

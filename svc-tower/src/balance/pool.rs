@@ -83,7 +83,6 @@ impl Shared {
                 floor_ns: config.latency_floor.as_nanos() as f64,
                 starvation: u64::from(config.starvation_picks),
                 slow_start: config.slow_start.clone(),
-                decay_ns,
             },
             turns: AtomicU64::new(0),
             had_endpoints: AtomicBool::new(false),
@@ -473,6 +472,31 @@ impl EndpointPool {
         let mut rx = self.shared.ready.subscribe();
         // The sender lives in `shared`, which `self` keeps alive.
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Whether `addr` is eligible right now (ejected or not).
+    pub(crate) fn is_eligible(&self, addr: SocketAddr) -> bool {
+        self.shared.set.read().find(addr).is_some()
+    }
+
+    /// A pick of `addr` itself, not by the balancer: for a connection made for one pick and
+    /// used later, as long as its endpoint is still eligible and not ejected (unless the pool
+    /// is in panic). It counts as in flight and reports like any pick.
+    pub(crate) fn pick_endpoint(&self, addr: SocketAddr) -> Option<Pick> {
+        let shared = &self.shared;
+        let set = shared.set.read();
+        let ep = set.find(addr)?;
+        if ep.is_ejected() {
+            let ejected = shared.outlier.count();
+            if !panicking(
+                set.endpoints.len(),
+                ejected,
+                shared.config.panic_threshold_percent,
+            ) {
+                return None;
+            }
+        }
+        Some(Pick::new(ep.clone(), shared.clone()))
     }
 
     /// Identifies the pool: clones share it.

@@ -1,6 +1,6 @@
 //! Where HTTP/1.1 messages end, observed from the bytes a client writes and reads.
 //!
-//! [`Routed`](super::routed) connections send each request to its own endpoint, so they must
+//! [Routed](super::routed) connections send each request to its own endpoint, so they must
 //! know where one request/response exchange ends and the next begins. This follows RFC 9112
 //! §6 framing without buffering bodies: heads are collected (up to [`MAX_HEAD`]) and parsed
 //! with `httparse` (hyper's parser), bodies are only counted (`Content-Length`, chunked with
@@ -62,12 +62,18 @@ enum Body {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// In a chunk-size line: the size so far, and whether an extension or space started.
-    Size { size: u64, digits: bool, tail: bool },
+    Size {
+        size: u64,
+        digits: bool,
+        tail: bool,
+    },
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
     /// In the trailer section; `line` is the length of the current line.
-    Trailer { line: usize },
+    Trailer {
+        line: usize,
+    },
 }
 
 impl Body {
@@ -373,6 +379,7 @@ impl ResponseFramer {
                         Head::Tunnel(status) => {
                             progress.status = Some(status);
                             progress.tunnel = true;
+                            progress.done = true;
                             self.phase = Phase::Done;
                             return Ok(progress);
                         }
@@ -391,6 +398,11 @@ impl ResponseFramer {
         }
         progress.done = matches!(self.phase, Phase::Done);
         Ok(progress)
+    }
+
+    /// Whether the response has been read whole.
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
     }
 
     /// Whether the response ends only when the connection does.
@@ -477,7 +489,12 @@ mod tests {
         for (bytes, done) in rows {
             for step in [1, 3, 7, bytes.len()] {
                 let r = request(bytes, step).unwrap();
-                assert_eq!(r.is_done(), done, "{:?} in steps of {step}", String::from_utf8_lossy(bytes));
+                assert_eq!(
+                    r.is_done(),
+                    done,
+                    "{:?} in steps of {step}",
+                    String::from_utf8_lossy(bytes)
+                );
             }
         }
     }
@@ -492,7 +509,12 @@ mod tests {
             b"not http at all\r\n\r\n",
         ];
         for bytes in rows {
-            assert_eq!(request(bytes, 5).err(), Some(Invalid), "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                request(bytes, 5).err(),
+                Some(Invalid),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
         let mut r = RequestFramer::default();
         assert!(r.feed(b"PRI * HTTP/2.0\r\n").is_err());
@@ -506,15 +528,63 @@ mod tests {
         let connect = request(b"CONNECT a:1 HTTP/1.1\r\n\r\n", 100).unwrap();
         // (request, response, status (+1000 when the connection closes after), done, tunnel)
         let rows: [(&RequestFramer, &[u8], u16, bool, bool); 10] = [
-            (&get, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi", 200, true, false),
-            (&get, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nh", 200, false, false),
-            (&head, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", 200, true, false),
+            (
+                &get,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi",
+                200,
+                true,
+                false,
+            ),
+            (
+                &get,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nh",
+                200,
+                false,
+                false,
+            ),
+            (
+                &head,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+                200,
+                true,
+                false,
+            ),
             (&get, b"HTTP/1.1 204 No Content\r\n\r\n", 204, true, false),
-            (&get, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", 200, true, false),
-            (&get, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", 200, true, false),
-            (&get, b"HTTP/1.1 200 OK\r\n\r\nuntil close", 1200, false, false),
-            (&get, b"HTTP/1.1 503 Busy\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", 1503, true, false),
-            (&get, b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n", 101, true, true),
+            (
+                &get,
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                200,
+                true,
+                false,
+            ),
+            (
+                &get,
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                200,
+                true,
+                false,
+            ),
+            (
+                &get,
+                b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+                1200,
+                false,
+                false,
+            ),
+            (
+                &get,
+                b"HTTP/1.1 503 Busy\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                1503,
+                true,
+                false,
+            ),
+            (
+                &get,
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+                101,
+                true,
+                true,
+            ),
             (&connect, b"HTTP/1.1 200 OK\r\n\r\n", 200, true, true),
         ];
         for (req, bytes, status, done, tunnel) in rows {
