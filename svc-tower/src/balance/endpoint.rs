@@ -24,6 +24,10 @@ pub(crate) fn decayed(rtt_ns: f64, since_ns: u64, decay_ns: f64) -> f64 {
 /// RTT samples whose median the balancer compares.
 pub(crate) const RECENT: usize = 7;
 
+/// Answers before an endpoint's latency is compared with others' (until then it is as fast
+/// as any).
+pub(crate) const MIN_SAMPLES: u64 = 3;
+
 /// The last [`RECENT`] RTT samples. Their median is what endpoints are compared by: unlike
 /// PeakEWMA's estimate, which a single slow answer raises at once and which then takes
 /// seconds to decay, it ignores isolated spikes (a scheduling hiccup, a GC pause) and moves
@@ -126,10 +130,11 @@ impl EndpointState {
         self.typical_ns.load(Ordering::Relaxed) as f64
     }
 
-    /// Whether it has answered at least once (before that, its estimate is only a guess).
+    /// Whether it has answered often enough for its latency to mean something: the median
+    /// of fewer than [`MIN_SAMPLES`] answers is one unlucky answer away from anything.
     #[inline]
     pub(crate) fn is_measured(&self) -> bool {
-        self.successes.load(Ordering::Relaxed) > 0
+        self.successes.load(Ordering::Relaxed) >= MIN_SAMPLES
     }
 
     /// Failures in a row since the last success.

@@ -127,8 +127,9 @@ async fn follows_store_changes() {
 async fn p2c_prefers_the_lower_peak_ewma_cost_outside_the_band() {
     let (_w, store) = store_with(service(), &eps(2));
     let p = pool(&store, BalanceConfig::default());
-    // Teach it that 127.0.0.2 is slow: 200 ms against 1 ms is far outside the band.
-    for _ in 0..4 {
+    // Teach it that 127.0.0.2 is slow: 200 ms against 1 ms is far outside the band (3
+    // answers each make a latency worth comparing).
+    for _ in 0..6 {
         let pick = p.pick(None).unwrap();
         let rtt = if pick.addr == addr(2) { 200 } else { 1 };
         pick.success(Duration::from_millis(rtt));

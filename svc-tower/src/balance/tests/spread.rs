@@ -182,14 +182,16 @@ async fn connections_mode_balances_open_connections_not_latency() {
     };
     let p = pool(&store, config);
     // Endpoint 1 connects 5 ms slower than the others: that alone loses only ties.
-    let warm: Vec<_> = (0..3).map(|_| p.pick(None).unwrap()).collect();
-    for pick in warm {
-        let rtt = if pick.addr == addr(1) {
-            ms(5)
-        } else {
-            ms(1) / 10
-        };
-        pick.success(rtt);
+    for _ in 0..3 {
+        let warm: Vec<_> = (0..3).map(|_| p.pick(None).unwrap()).collect();
+        for pick in warm {
+            let rtt = if pick.addr == addr(1) {
+                ms(5)
+            } else {
+                ms(1) / 10
+            };
+            pick.success(rtt);
+        }
     }
     // Long flows: 9 open connections spread 3/3/3 whatever the connect times.
     let flows: Vec<_> = (0..9).map(|_| p.pick(None).unwrap()).collect();
