@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::metrics::ServiceMetrics;
 use crate::Context;
-use svc_tower::balance::{BalanceConfig, EndpointPool, LoadMetric, NoEndpoints, Pick};
+use svc_tower::balance::{BalanceConfig, EndpointPool, NoEndpoints, Pick};
 
 /// How a listener speaks to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,7 +112,7 @@ impl Target {
             port_ref.clone(),
             ctx.locality.clone(),
             route.scope(),
-            balance_config(route.mode),
+            BalanceConfig::default(),
         );
         let http = matches!(route.mode, Mode::Http | Mode::H2c);
         let metrics = ctx
@@ -181,21 +181,6 @@ impl Target {
     pub fn failed(&self, pick: Pick) {
         self.metrics.endpoint(pick.addr).errors.inc();
         pick.failure();
-    }
-}
-
-/// What each mode balances on. TCP mode holds a pick for a whole flow, so its load is open
-/// connections (least-connections, as IPVS `lc` and Envoy's TCP proxy), and the connect time
-/// it reports only breaks ties; HTTP modes pick per request over svc-tower's layer, whose
-/// load is the request latency within a tolerance band, then requests in flight.
-fn balance_config(mode: Mode) -> BalanceConfig {
-    let load = match mode {
-        Mode::Tcp | Mode::Udp => LoadMetric::Connections,
-        Mode::Http | Mode::H2c => LoadMetric::Latency,
-    };
-    BalanceConfig {
-        load,
-        ..BalanceConfig::default()
     }
 }
 

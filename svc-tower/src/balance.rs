@@ -4,11 +4,11 @@
 //! [`policy::eligible`](crate::policy::eligible) allows, and picks among them:
 //!
 //! - **P2C with a rotation and a tolerance band:** one candidate comes from a rotation over
-//!   the endpoints, the other at random. Latency estimates (PeakEWMA, as
-//!   `tower::load::PeakEwma`) within a tolerance band count as equal, and then requests in
-//!   flight decide; a full tie goes to the rotation's candidate. Equal endpoints get an even
-//!   spread even under serial traffic, a really slower one loses, and a new one gets the very
-//!   next pick. For L4 proxies, [`LoadMetric::Connections`] balances open connections.
+//!   the endpoints, the other at random. Latencies (each endpoint's last 7 answers) that are
+//!   alike within a tolerance band count as equal, and then requests in flight decide; a
+//!   full tie goes to the rotation's candidate. Equal endpoints get an even spread even under
+//!   serial traffic, a really slower one loses, and a new one gets the very next pick. A
+//!   proxy that holds each [`Pick`] for a whole TCP flow balances open connections.
 //! - **No starvation:** an endpoint passed over for more than
 //!   [`starvation_picks`](BalanceConfig::starvation_picks) picks wins its next comparison.
 //! - **Failures cost:** a failure streak loses every comparison against an endpoint without
@@ -35,7 +35,7 @@ mod tests;
 
 pub use crate::error::{NoEndpoints, NoEndpointsReason};
 pub use builder::PoolBuilder;
-pub use config::{BalanceConfig, LoadMetric, SlowStart};
+pub use config::{BalanceConfig, SlowStart};
 pub use discover::Discover;
 pub use endpoint::EndpointStats;
 pub use pick::Pick;

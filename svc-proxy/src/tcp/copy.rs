@@ -52,10 +52,46 @@ pub async fn bidirectional(
     idle_timeout: Duration,
     counters: Counters<'_>,
 ) -> CopyEnd {
+    bidirectional_timed(client, server, buffer_size, idle_timeout, counters, None).await
+}
+
+/// When the first bytes of a flow moved, for the balancer's latency sample of an L4 flow.
+#[derive(Debug, Default)]
+pub struct FirstBytes {
+    /// Nanoseconds from the start of the copy to the first client bytes, plus one (0: none).
+    up: AtomicU64,
+    /// The same for the first endpoint bytes.
+    down: AtomicU64,
+}
+
+impl FirstBytes {
+    /// How long the endpoint took to send its first bytes: after the client's first bytes
+    /// for protocols where the client speaks first (a request), or from the start for those
+    /// where the server does (a greeting). `None` if it sent nothing.
+    pub fn latency(&self) -> Option<Duration> {
+        let (up, down) = (self.up.load(Relaxed), self.down.load(Relaxed));
+        match (up, down) {
+            (_, 0) => None,
+            (0, down) => Some(Duration::from_nanos(down - 1)),
+            (up, down) => Some(Duration::from_nanos(down.saturating_sub(up))),
+        }
+    }
+}
+
+/// [`bidirectional`], noting in `first` when the first bytes moved each way.
+pub async fn bidirectional_timed(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    buffer_size: usize,
+    idle_timeout: Duration,
+    counters: Counters<'_>,
+    first: Option<&FirstBytes>,
+) -> CopyEnd {
     // TcpStream's borrowed halves are free; `tokio::io::split` would lock on every call.
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
-    join_halves((cr, cw), (sr, sw), buffer_size, idle_timeout, counters).await
+    let halves = ((cr, cw), (sr, sw));
+    join_halves(halves, buffer_size, idle_timeout, counters, first).await
 }
 
 /// [`bidirectional`] for any byte streams (an upgraded HTTP connection, say), split with
@@ -73,15 +109,17 @@ where
 {
     let client = tokio::io::split(client);
     let server = tokio::io::split(server);
-    join_halves(client, server, buffer_size, idle_timeout, counters).await
+    join_halves((client, server), buffer_size, idle_timeout, counters, None).await
 }
 
+type Halves<CR, CW, SR, SW> = ((CR, CW), (SR, SW));
+
 async fn join_halves<CR, CW, SR, SW>(
-    (mut cr, mut cw): (CR, CW),
-    (mut sr, mut sw): (SR, SW),
+    ((mut cr, mut cw), (mut sr, mut sw)): Halves<CR, CW, SR, SW>,
     buffer_size: usize,
     idle_timeout: Duration,
     counters: Counters<'_>,
+    first: Option<&FirstBytes>,
 ) -> CopyEnd
 where
     CR: AsyncRead + Unpin,
@@ -91,8 +129,26 @@ where
 {
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let up = one_way(&mut cr, &mut sw, buffer_size, start, &last, counters.rx);
-    let down = one_way(&mut sr, &mut cw, buffer_size, start, &last, counters.tx);
+    let up_first = first.map(|f| &f.up);
+    let down_first = first.map(|f| &f.down);
+    let up = one_way(
+        &mut cr,
+        &mut sw,
+        buffer_size,
+        start,
+        &last,
+        counters.rx,
+        up_first,
+    );
+    let down = one_way(
+        &mut sr,
+        &mut cw,
+        buffer_size,
+        start,
+        &last,
+        counters.tx,
+        down_first,
+    );
     let idle = async {
         loop {
             let deadline = start + Duration::from_nanos(last.load(Relaxed)) + idle_timeout;
@@ -118,6 +174,7 @@ async fn one_way<R, W>(
     start: Instant,
     last: &AtomicU64,
     bytes: &Counter,
+    first: Option<&AtomicU64>,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -132,7 +189,11 @@ where
             let _ = w.shutdown().await;
             return Ok(());
         }
-        last.store(start.elapsed().as_nanos() as u64, Relaxed);
+        let at = start.elapsed().as_nanos() as u64;
+        last.store(at, Relaxed);
+        if let Some(first) = first {
+            let _ = first.compare_exchange(0, at + 1, Relaxed, Relaxed);
+        }
         w.write_all(&buf[..n]).await?;
         bytes.inc_by(n as u64);
     }

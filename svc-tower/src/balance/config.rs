@@ -2,20 +2,6 @@
 
 use std::time::Duration;
 
-/// What the balancer weighs endpoints by.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LoadMetric {
-    /// Requests (HTTP, gRPC, a connector's connections): the PeakEWMA latency estimate, where
-    /// estimates within the tolerance band ([`BalanceConfig::latency_tolerance`],
-    /// [`BalanceConfig::latency_floor`]) count as equal and requests in flight decide.
-    #[default]
-    Latency,
-    /// L4 connections (a TCP proxy, which holds each [`Pick`](super::Pick) for the whole
-    /// flow): the fewest open connections win; the connect-time estimate only breaks ties
-    /// between equally loaded endpoints, and only when it is outside the tolerance band.
-    Connections,
-}
-
 /// Envoy's `slow_start_config`: an endpoint that has just become eligible gets a share of
 /// traffic that ramps up over `window` instead of a full share at once.
 ///
@@ -69,7 +55,9 @@ impl SlowStart {
 /// random (power of two choices). In order, the candidate wins that:
 /// 1. has been passed over for more than `starvation_picks` picks (no endpoint starves);
 /// 2. has the shorter streak of consecutive failures (a failing endpoint loses at once);
-/// 3. costs less by `load` (see [`LoadMetric`]);
+/// 3. is cheaper: with latencies alike (see `latency_tolerance`), fewer picks in flight
+///    (requests; open connections for a proxy that holds a pick per flow); otherwise the
+///    lower latency × (in flight + 1), as PeakEWMA's cost;
 /// 4. is the rotation's candidate (equal endpoints get exact round robin).
 ///
 /// **Ejection** follows Envoy's `consecutive_5xx` detector, fed by [`Pick::failure`]:
@@ -85,12 +73,12 @@ impl SlowStart {
 /// [`Pick::failure`]: super::Pick::failure
 #[derive(Clone, Debug, PartialEq)]
 pub struct BalanceConfig {
-    /// What endpoints are weighed by (default [`LoadMetric::Latency`]).
-    pub load: LoadMetric,
-    /// Latency estimates within this factor of each other are equal (default 2.0), so that
-    /// noise (loopback RTTs of 0.1–0.5 ms) never decides; requests in flight then do.
+    /// An endpoint is slower than another only when its fastest recent answer (of its last
+    /// 7) is more than this factor above the other's median (default 1.5) and more than
+    /// `latency_floor` above it; otherwise they are equal and requests in flight decide, so
+    /// that noise (loopback RTTs of 0.1–0.5 ms, a hiccup) never does.
     pub latency_tolerance: f64,
-    /// Latency estimates that differ by less than this are equal (default 1 ms).
+    /// See `latency_tolerance` (default 1 ms).
     pub latency_floor: Duration,
     /// An eligible, un-ejected endpoint passed over for more than this many picks wins the
     /// next comparison it takes part in (default 24). With `n` eligible endpoints and no
@@ -126,8 +114,7 @@ pub struct BalanceConfig {
 impl Default for BalanceConfig {
     fn default() -> Self {
         Self {
-            load: LoadMetric::Latency,
-            latency_tolerance: 2.0,
+            latency_tolerance: 1.5,
             latency_floor: Duration::from_millis(1),
             starvation_picks: 24,
             slow_start: None,

@@ -28,11 +28,12 @@ pub(crate) const RECENT: usize = 7;
 /// as any).
 pub(crate) const MIN_SAMPLES: u64 = 3;
 
-/// The last [`RECENT`] RTT samples. Their median is what endpoints are compared by: unlike
-/// PeakEWMA's estimate, which a single slow answer raises at once and which then takes
-/// seconds to decay, it ignores isolated spikes (a scheduling hiccup, a GC pause) and moves
-/// once most recent answers agree: an endpoint that became 5 ms slower is out of the band
-/// after 4 answers.
+/// The last [`RECENT`] RTT samples. Endpoints are compared by them rather than by PeakEWMA's
+/// estimate, which a single slow answer raises at once and which then takes seconds to decay
+/// (a scheduling hiccup would cost an endpoint its traffic for that long). An endpoint is
+/// slower than another only when even its fastest recent answer is slower than the other's
+/// median, beyond the tolerance band: noise leaves some fast answers, an endpoint that became
+/// 5 ms slower has none after 7 answers.
 #[derive(Debug, Default)]
 struct Recent {
     samples: [u64; RECENT],
@@ -41,15 +42,15 @@ struct Recent {
 }
 
 impl Recent {
-    /// Adds a sample; returns the median of the kept ones.
-    fn push(&mut self, sample: u64) -> u64 {
+    /// Adds a sample; returns the median and the minimum of the kept ones.
+    fn push(&mut self, sample: u64) -> (u64, u64) {
         self.samples[self.next] = sample;
         self.next = (self.next + 1) % RECENT;
         self.len = (self.len + 1).min(RECENT);
         let mut sorted = self.samples;
         let kept = &mut sorted[..self.len];
         kept.sort_unstable();
-        kept[self.len / 2]
+        (kept[self.len / 2], kept[0])
     }
 }
 
@@ -66,8 +67,10 @@ pub(crate) struct EndpointState {
     rtt_at: AtomicU64,
     /// The last RTT samples; taken by writers only.
     recent: Mutex<Recent>,
-    /// The median of `recent`, in nanoseconds: what picks compare.
+    /// The median of `recent`, in nanoseconds.
     typical_ns: AtomicU64,
+    /// The minimum of `recent`, in nanoseconds.
+    best_ns: AtomicU64,
     consecutive_failures: AtomicU32,
     /// The pool's rotation counter when this endpoint was last chosen (starvation check).
     last_chosen: AtomicU64,
@@ -91,6 +94,7 @@ impl EndpointState {
             rtt_at: AtomicU64::new(now),
             recent: Mutex::new(Recent::default()),
             typical_ns: AtomicU64::new(0),
+            best_ns: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             last_chosen: AtomicU64::new(0),
             eligible_since: AtomicU64::new(NOT_STARTING),
@@ -128,6 +132,12 @@ impl EndpointState {
     #[inline]
     pub(crate) fn typical_rtt(&self) -> f64 {
         self.typical_ns.load(Ordering::Relaxed) as f64
+    }
+
+    /// The fastest of the last [`RECENT`] RTT samples, in nanoseconds (0 before the first).
+    #[inline]
+    pub(crate) fn best_rtt(&self) -> f64 {
+        self.best_ns.load(Ordering::Relaxed) as f64
     }
 
     /// Whether it has answered often enough for its latency to mean something: the median
@@ -172,8 +182,9 @@ impl EndpointState {
         self.rtt_total_ns
             .fetch_add(rtt.as_nanos() as u64, Ordering::Relaxed);
         let mut recent = self.recent.lock();
-        self.typical_ns
-            .store(recent.push(rtt.as_nanos() as u64), Ordering::Relaxed);
+        let (typical, best) = recent.push(rtt.as_nanos() as u64);
+        self.typical_ns.store(typical, Ordering::Relaxed);
+        self.best_ns.store(best, Ordering::Relaxed);
         let prev = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
         let at = self.rtt_at.load(Ordering::Relaxed);
         // The first sample replaces the starting estimate, which is only a guess: otherwise

@@ -8,9 +8,10 @@
 //! - candidate A is the rotation's (`turn mod n`), candidate B is drawn at random;
 //! - an endpoint passed over for more than `starvation_picks` picks wins (no starvation);
 //! - a shorter failure streak wins (a refusing endpoint loses at once);
-//! - latencies (the median of each endpoint's last 7 answers) within the tolerance band are
-//!   equal (as is any endpoint's before its first answer), and requests in flight decide;
-//!   outside it, the cost latency × (in flight + 1) decides, as PeakEWMA's does;
+//! - latencies are equal unless one endpoint's fastest recent answer (of its last 7) is
+//!   slower than the other's median beyond the tolerance band (an endpoint is as fast as any
+//!   before its third answer); equal latencies leave it to requests in flight; otherwise the
+//!   cost median × (in flight + 1) decides, as PeakEWMA's does;
 //! - a full tie goes to A, so equal endpoints under serial traffic get exact round robin.
 //!
 //! The rotation also bounds the wait: once an endpoint has been passed over for more than
@@ -20,7 +21,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::config::{LoadMetric, SlowStart};
+use super::config::SlowStart;
 use super::endpoint::{EndpointState, Nanos};
 use super::rng::{below, SplitMix};
 
@@ -49,7 +50,6 @@ impl Skip<'_> {
 /// The settings a pick needs, in the units it compares.
 #[derive(Clone, Debug)]
 pub(crate) struct Tuning {
-    pub(crate) load: LoadMetric,
     pub(crate) tolerance: f64,
     pub(crate) floor_ns: f64,
     pub(crate) starvation: u64,
@@ -57,11 +57,21 @@ pub(crate) struct Tuning {
 }
 
 impl Tuning {
-    /// Whether two latency estimates are equal for balancing purposes.
+    /// Whether `x` (an endpoint's fastest recent answer) is slower than `y` (another's
+    /// median) beyond the tolerance band.
     #[inline]
-    fn same_latency(&self, a: f64, b: f64) -> bool {
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        hi - lo <= self.floor_ns || hi <= lo * self.tolerance
+    fn slower(&self, x: f64, y: f64) -> bool {
+        x - y > self.floor_ns && x > y * self.tolerance
+    }
+
+    /// Whether two endpoints answer alike: neither's fastest recent answer is slower than the
+    /// other's median beyond the band.
+    #[inline]
+    fn same_latency(&self, a: &EndpointState, b: &EndpointState) -> bool {
+        !a.is_measured()
+            || !b.is_measured()
+            || !(self.slower(a.best_rtt(), b.typical_rtt())
+                || self.slower(b.best_rtt(), a.typical_rtt()))
     }
 }
 
@@ -165,29 +175,17 @@ fn first_wins(a: &EndpointState, b: &EndpointState, t: &Turn<'_>, coin: u32) -> 
     // none in flight is still a tie, which the turn then decides).
     let (ia, ib) = (f64::from(a.in_flight()) / wa, f64::from(b.in_flight()) / wb);
     let (la, lb) = (a.typical_rtt(), b.typical_rtt());
-    // An endpoint that has not answered yet is as fast as any: its estimate is a guess, and
-    // it must be tried to be measured.
-    let same = !a.is_measured() || !b.is_measured() || tuning.same_latency(la, lb);
-    match tuning.load {
-        LoadMetric::Latency => {
-            if same {
-                if ia != ib {
-                    return ia < ib;
-                }
-            } else {
-                let (ca, cb) = (la * (ia + 1.0), lb * (ib + 1.0));
-                if ca != cb {
-                    return ca < cb;
-                }
-            }
+    // An endpoint that has not answered (often enough) yet is as fast as any: it must be
+    // tried to be measured.
+    let same = tuning.same_latency(a, b);
+    if same {
+        if ia != ib {
+            return ia < ib;
         }
-        LoadMetric::Connections => {
-            if ia != ib {
-                return ia < ib;
-            }
-            if !same {
-                return la < lb;
-            }
+    } else {
+        let (ca, cb) = (la * (ia + 1.0), lb * (ib + 1.0));
+        if ca != cb {
+            return ca < cb;
         }
     }
     a_has_turn

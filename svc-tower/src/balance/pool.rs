@@ -78,7 +78,6 @@ impl Shared {
         Self {
             decay_ns,
             tuning: Tuning {
-                load: config.load,
                 tolerance: config.latency_tolerance.max(1.0),
                 floor_ns: config.latency_floor.as_nanos() as f64,
                 starvation: u64::from(config.starvation_picks),
