@@ -103,11 +103,14 @@ pub struct BalanceConfig {
     pub always_eject_one: bool,
     /// Below this share of un-ejected endpoints, ejection is ignored (default 50).
     pub panic_threshold_percent: u8,
-    /// PeakEWMA decay: how fast the RTT estimate forgets (default 10 s).
+    /// PeakEWMA decay of the reported RTT estimate ([`EndpointStats::rtt_estimate`], for
+    /// metrics; picks compare recent answers instead): how fast it forgets (default 10 s).
+    ///
+    /// [`EndpointStats::rtt_estimate`]: super::EndpointStats::rtt_estimate
     pub ewma_decay: Duration,
-    /// The RTT estimate of the first endpoints, before any has answered (default 30 ms).
-    /// Endpoints added later start at the mean of the pool's current estimates (at most
-    /// this), so that they are equal to the others from the start.
+    /// The reported RTT estimate of the first endpoints before any answer (default 30 ms).
+    /// Endpoints added later start at the median of the pool's estimates (at most this); an
+    /// endpoint's first answer replaces it.
     pub default_rtt: Duration,
 }
 

@@ -269,7 +269,7 @@ impl Shared {
 /// The live, balanced endpoints of one Service port.
 ///
 /// Follows the Service in the store, keeps the endpoints that [`policy::eligible`] allows for
-/// this client, and picks among them with P2C over PeakEWMA, skipping outliers. Cheap to clone
+/// this client, and picks among them (see the [module docs](super)), skipping outliers. Cheap to clone
 /// (one `Arc`); `Send + Sync`. The follower task ends when the last clone is dropped.
 ///
 /// ```
@@ -350,7 +350,7 @@ impl EndpointPool {
         }
     }
 
-    /// Picks an endpoint: P2C over PeakEWMA among the eligible, un-ejected endpoints. With
+    /// Picks an endpoint among the eligible, un-ejected endpoints (see [`BalanceConfig`]). With
     /// `client` set and `sessionAffinity: ClientIP` on the Service, the client's previous
     /// endpoint is reused while it stays eligible (within the affinity timeout).
     ///

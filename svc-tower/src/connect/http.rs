@@ -52,16 +52,20 @@ impl Default for Config {
 ///
 /// `http://web.shop.svc.cluster.local:80`, `web.shop:80`, `web:80` (in the store's default
 /// namespace) and `<cluster IP>:80` all lead to the Service port 80 of `shop/web`; the
-/// connector picks one of its eligible endpoints (P2C over PeakEWMA, see
-/// [`EndpointPool`]) and connects to its target port. A connect failure is reported to
+/// connector picks one of its eligible endpoints (see [`EndpointPool`]) and connects to its
+/// target port. A connect failure is reported to
 /// outlier ejection and another endpoint is tried, up to
 /// [`set_max_attempts`](Self::set_max_attempts). ExternalName Services and names outside the
 /// cluster are resolved with hickory-resolver; other IPs are connected to directly.
 ///
-/// hyper-util's client pools connections per URI authority, so with this connector each
-/// *connection* is balanced (as kube-proxy does), and a kept-alive connection stays on its
-/// endpoint. For per-request balancing, and for draining connections to removed endpoints,
-/// use the [`layer`](crate::layer).
+/// hyper-util's client pools connections per URI authority and reuses the most recent idle
+/// one. So that a client sending one request at a time still spreads over every pod, and never
+/// reuses a connection to a pod that stopped being ready, the connection this connector
+/// returns for a Service ([`SvcStream`]) is not tied to one pod: each HTTP/1.1 request goes
+/// to an endpoint picked for it, over kept-alive connections per endpoint shared by this
+/// connector's clones (see [`set_balance_requests`](Self::set_balance_requests)). HTTP/2
+/// (`http2_only`) is balanced per connection: use the [`layer`](crate::layer) for HTTP/2 and
+/// gRPC.
 ///
 /// `Clone` is cheap: the configuration is behind an `Arc`, and clones share their pools.
 ///
