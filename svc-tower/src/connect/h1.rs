@@ -243,6 +243,11 @@ impl RequestFramer {
         };
     }
 
+    /// Whether no byte of the request has been written yet.
+    pub(crate) fn is_untouched(&self) -> bool {
+        matches!(self.phase, Phase::Head) && self.head.buf.is_empty()
+    }
+
     /// Whether the request has been written whole.
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)

@@ -84,6 +84,7 @@ impl SvcStream {
             backend: Some(Backend {
                 addr: first.0,
                 io: first.1,
+                reused: true,
             }),
             acquiring: None,
             phase: Phase::Between,
@@ -101,6 +102,8 @@ impl SvcStream {
 struct Backend {
     addr: SocketAddr,
     io: TcpStream,
+    /// Kept alive from before, so that the endpoint may have closed it meanwhile.
+    reused: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,12 +167,13 @@ async fn acquire(
     let pick = pool.pick(None)?;
     if let Some(io) = idle.take(&pool, pick.addr) {
         let addr = pick.addr;
-        return Ok((pick, Backend { addr, io }));
+        let reused = true;
+        return Ok((pick, Backend { addr, io, reused }));
     }
     // The pick is tried first; on failure, `connect_pool` reports it and picks others.
     let (pick, io) = connect_pool(&pool, &config, Some(pick)).await?;
-    let addr = pick.addr;
-    Ok((pick, Backend { addr, io }))
+    let (addr, reused) = (pick.addr, false);
+    Ok((pick, Backend { addr, io, reused }))
 }
 
 impl Routed {
@@ -246,11 +250,29 @@ impl Routed {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.phase == Phase::Between {
-            ready!(self.poll_start(cx))?;
-        }
-        let backend = self.backend.as_mut().expect("an exchange has an endpoint");
-        let n = ready!(Pin::new(&mut backend.io).poll_write(cx, buf))?;
+        let n = loop {
+            if self.phase == Phase::Between {
+                ready!(self.poll_start(cx))?;
+            }
+            let backend = self.backend.as_mut().expect("an exchange has an endpoint");
+            match ready!(Pin::new(&mut backend.io).poll_write(cx, buf)) {
+                Ok(n) => break n,
+                // A kept-alive connection the endpoint closed just before this request: nothing
+                // of it was sent, so it goes out on another connection (hyper-util retries the
+                // same case on its own pooled connections).
+                Err(e)
+                    if backend.reused
+                        && self.phase == Phase::Exchange
+                        && self.req.is_untouched() =>
+                {
+                    tracing::debug!(endpoint = %backend.addr, error = %e, "kept-alive connection closed; sending on another");
+                    self.backend = None;
+                    drop(self.pick.take());
+                    self.phase = Phase::Between;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        };
         if self.phase == Phase::Exchange {
             if let Err(Invalid) = self.req.feed(&buf[..n]) {
                 self.go_opaque();
