@@ -49,6 +49,12 @@ async fn main() -> anyhow::Result<()> {
             r.rejoin_first_pick,
             r.rejoin_share
         );
+        if std::env::var_os("SPREAD_VERBOSE").is_some() {
+            println!(
+                "    concurrent run: median latency {:?}, per pod {:?}",
+                r.concurrent_latency, r.concurrent_pod_latency
+            );
+        }
         reports.push(r);
     }
     println!("{}", summary(&reports));

@@ -56,8 +56,9 @@ impl SlowStart {
 /// 1. has been passed over for more than `starvation_picks` picks (no endpoint starves);
 /// 2. has the shorter streak of consecutive failures (a failing endpoint loses at once);
 /// 3. is cheaper: with latencies alike (see `latency_tolerance`), fewer picks in flight
-///    (requests; open connections for a proxy that holds a pick per flow); otherwise the
-///    lower latency × (in flight + 1), as PeakEWMA's cost;
+///    (requests; open connections for a proxy that holds a pick per flow), counts within
+///    `latency_tolerance`'s factor being alike; otherwise the lower latency × (in flight + 1),
+///    as PeakEWMA's cost;
 /// 4. is the rotation's candidate (equal endpoints get exact round robin).
 ///
 /// **Ejection** follows Envoy's `consecutive_5xx` detector, fed by [`Pick::failure`]:

@@ -10,8 +10,8 @@
 //! - a shorter failure streak wins (a refusing endpoint loses at once);
 //! - latencies are equal unless one endpoint's fastest recent answer (of its last 7) is
 //!   slower than the other's median beyond the tolerance band (an endpoint is as fast as any
-//!   before its third answer); equal latencies leave it to requests in flight; otherwise the
-//!   cost median × (in flight + 1) decides, as PeakEWMA's does;
+//!   before its third answer); equal latencies leave it to picks in flight (alike within the
+//!   same factor); otherwise the cost median × (in flight + 1) decides, as PeakEWMA's does;
 //! - a full tie goes to A, so equal endpoints under serial traffic get exact round robin.
 //!
 //! The rotation also bounds the wait: once an endpoint has been passed over for more than
@@ -179,7 +179,12 @@ fn first_wins(a: &EndpointState, b: &EndpointState, t: &Turn<'_>, coin: u32) -> 
     // tried to be measured.
     let same = tuning.same_latency(a, b);
     if same {
-        if ia != ib {
+        // Counts within the same factor are alike too: under concurrency, picks in flight
+        // follow each endpoint's latency (Little's law), so endpoints alike within the band
+        // but not identical (0.6 ms and 0.4 ms) would otherwise split the traffic by that
+        // difference. Beyond it, the less loaded wins (0 against 1 is never alike).
+        let (lo, hi) = if ia < ib { (ia, ib) } else { (ib, ia) };
+        if hi > lo * tuning.tolerance {
             return ia < ib;
         }
     } else {
