@@ -149,7 +149,12 @@ impl Run {
 
     fn median_latency_of(&self, pod: usize) -> Duration {
         let of_pod = self.answers.iter().zip(&self.latencies);
-        median(of_pod.filter(|(a, _)| **a == pod).map(|(_, l)| *l).collect())
+        median(
+            of_pod
+                .filter(|(a, _)| **a == pod)
+                .map(|(_, l)| *l)
+                .collect(),
+        )
     }
 }
 

@@ -8,6 +8,7 @@
 mod error;
 mod service;
 mod slice;
+mod validate;
 
 pub use error::ModelError;
 pub use service::{

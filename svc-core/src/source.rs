@@ -8,8 +8,37 @@
 pub mod kube;
 pub mod manifests;
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
 use crate::model::{EndpointSlice, ModelError, Service};
 use crate::store::Event;
+
+/// Asks a running source to look at its input again now (the proxy pulls it on SIGHUP).
+///
+/// The manifests source then applies every changed file that parses at once, without waiting
+/// for it to be stable, since the operator says the edit is complete. The Kubernetes source
+/// retries a backing-off list or watch at once.
+#[derive(Clone, Debug, Default)]
+pub struct Reload(Arc<Notify>);
+
+impl Reload {
+    /// A trigger nobody has pulled yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests a reload. Requests made while one is pending coalesce into one.
+    pub fn trigger(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves at the next request (or at once if one is pending).
+    pub async fn requested(&self) {
+        self.0.notified().await
+    }
+}
 
 /// Logs an object that failed conversion, with its identity.
 pub(crate) fn log_invalid<K: ::kube::Resource>(obj: &K, kind: &'static str, error: &ModelError) {

@@ -12,7 +12,8 @@ mod subscribe;
 mod writer;
 
 pub use freshness::{
-    Freshness, LagHistogram, LagSnapshot, ResourceKind, WatchFreshness, WatchStats, LAG_BUCKETS,
+    Connection, Freshness, LagHistogram, LagSnapshot, ResourceKind, WatchFreshness, WatchStats,
+    LAG_BUCKETS,
 };
 pub use index::{VipKind, VipMatch};
 pub use snapshot::{PortEndpoint, PortSnapshot, ServiceSnapshot};
@@ -170,6 +171,12 @@ impl Store {
             protocol,
         };
         self.shared.index.read().vip(&key).cloned()
+    }
+
+    /// The Service that has `ip` among its cluster IPs (for reverse DNS). If two claim it (a
+    /// bad manifest), the lower `namespace/name` wins, as for [`Store::lookup_vip`].
+    pub fn lookup_cluster_ip(&self, ip: IpAddr) -> Option<Arc<ServiceSnapshot>> {
+        self.shared.index.read().cluster_ip(&ip).cloned()
     }
 
     /// The Service port reached at a NodePort.

@@ -420,3 +420,150 @@ async fn propagation_lag_is_recorded() {
     })
     .await;
 }
+
+/// Waits in real time (the test's clock is paused) until `check` holds.
+async fn until_real(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(5)))
+            .await
+            .unwrap();
+    }
+}
+
+/// Moves the paused clock forward by `total` in small steps, letting the real sockets settle
+/// after each, so that everything that fails during an outage fails at its own pace.
+async fn pass(total: Duration) {
+    let step = Duration::from_millis(100);
+    let mut passed = Duration::ZERO;
+    while passed < total {
+        tokio::time::advance(step).await;
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        passed += step;
+    }
+}
+
+/// The medium item "slow recovery after an apiserver outage": after outages of 15 s and 120 s
+/// (long enough for each watch's own backoff to reach its 30 s cap), both watches are back, and
+/// the change made during the outage applied, after at most the probe's cap (4 s) from the
+/// apiserver answering again, without waiting out their own backoff.
+///
+/// The clock is paused and moved by hand (a blocking task keeps tokio from moving it on its
+/// own), so the bound is exact and the machine's load cannot affect it: after the server comes
+/// back the clock moves by exactly the probe cap, then stands still while the watches must get
+/// back in real time. Before this fix they waited up to 30 s (plus jitter) of backoff.
+#[tokio::test(start_paused = true)]
+async fn watches_resume_within_the_probe_cap_after_an_outage() {
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    // While a blocking task runs, tokio does not auto-advance the paused clock.
+    let inhibit = tokio::task::spawn_blocking(move || {
+        let _ = held.recv();
+    });
+    let server = FakeApiServer::start().await;
+    server.set_bookmark_interval(None);
+    web(&server, &["127.0.0.11"]);
+    let config = Config {
+        probe: svc_core::source::kube::ProbeConfig {
+            // A probe never times out inside one jump of the hand-moved clock.
+            timeout: Duration::from_secs(600),
+            jitter_seed: Some(1),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let cap = config.probe.max_interval;
+    assert_eq!(
+        cap,
+        Duration::from_secs(4),
+        "the default cap is what is tested"
+    );
+    let h = start(&server, config);
+    until_real("synced", || h.store.is_synced()).await;
+    until_real("two watches open", || server.open_watches() == 2).await;
+
+    for (round, outage) in [Duration::from_secs(15), Duration::from_secs(120)]
+        .into_iter()
+        .enumerate()
+    {
+        server.stop().await;
+        pass(outage).await;
+        let fresh = h.store.freshness();
+        assert!(
+            fresh.services.stats().errors > 0 && fresh.slices.stats().errors > 0,
+            "both watches saw the outage"
+        );
+        let endpoint = format!("127.0.0.{}", 21 + round);
+        web(&server, &[&endpoint]);
+        server.start_again().await.unwrap();
+
+        tokio::time::advance(cap).await;
+        until_real("both watches back without more time passing", || {
+            server.open_watches() == 2
+        })
+        .await;
+        let want = vec![format!("{endpoint}:8080")];
+        until_real("the change made during the outage applied", || {
+            addrs(&h.store, "shop", "web").as_ref() == Some(&want)
+        })
+        .await;
+        assert_eq!(
+            h.store.freshness().services.connection(),
+            svc_core::store::Connection::Connected
+        );
+    }
+    drop(hold);
+    inhibit.await.unwrap();
+}
+
+/// The other half of the recovery item: while the apiserver fails, lists and watches come no
+/// faster than client-go's schedule (each watch backs off from 0.8 s, doubling, to 30 s); only
+/// the cheap `/readyz` probe runs on the short cap.
+#[tokio::test(start_paused = true)]
+async fn a_failing_apiserver_sees_no_more_lists_and_watches_than_client_go_sends() {
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let inhibit = tokio::task::spawn_blocking(move || {
+        let _ = held.recv();
+    });
+    let server = FakeApiServer::start().await;
+    server.set_bookmark_interval(None);
+    web(&server, &["127.0.0.11"]);
+    let config = Config {
+        probe: svc_core::source::kube::ProbeConfig {
+            timeout: Duration::from_secs(600),
+            jitter_seed: Some(2),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    // Every request fails (500 is not retried by kube's client), the probe included.
+    server.fail_next(usize::MAX / 2, 500);
+    let h = start(&server, config);
+    pass(Duration::from_secs(120)).await;
+    for kind in [Kind::Service, Kind::EndpointSlice] {
+        let attempts = server.list_count(kind) + server.watch_count(kind);
+        // client-go's schedule: attempts at 0 and after 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30,
+        // 30 s (at least; jitter only lengthens them): 9 within 120 s.
+        assert!(
+            (2..=9).contains(&attempts),
+            "{kind:?}: {attempts} lists and watches in 120 s"
+        );
+    }
+    let probes = server.request_count()
+        - [Kind::Service, Kind::EndpointSlice]
+            .iter()
+            .map(|k| server.list_count(*k) + server.watch_count(*k))
+            .sum::<u64>();
+    assert!(probes >= 120 / 4, "{probes} probes in 120 s");
+    assert!(!h.store.is_synced());
+    server.fail_next(0, 500);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    until_real("synced once the apiserver answers", || h.store.is_synced()).await;
+    drop(hold);
+    inhibit.await.unwrap();
+}

@@ -213,6 +213,13 @@ fn assert_same(incremental: &Store, scratch: &Store) {
         }
     }
     for last in 200..206 {
+        let x = incremental
+            .lookup_cluster_ip(ip(last))
+            .map(|s| s.service.key.clone());
+        let y = scratch
+            .lookup_cluster_ip(ip(last))
+            .map(|s| s.service.key.clone());
+        assert_eq!(x, y, "cluster IP {last}");
         for port in 80..83 {
             for proto in [Protocol::Tcp, Protocol::Udp] {
                 let x = incremental

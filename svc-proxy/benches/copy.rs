@@ -1,4 +1,5 @@
-//! `splice(2)` against the userspace copy, for one proxied TCP flow on loopback.
+//! `splice(2)` against the userspace copy, for one proxied TCP flow on loopback; and the copy
+//! loop against its previous form, which held two buffers per flow for the flow's lifetime.
 //!
 //! ```text
 //! cargo bench -p svc-proxy --bench copy
@@ -30,8 +31,12 @@ const PINGS: usize = 50_000;
 
 #[derive(Clone, Copy, Debug)]
 enum Strategy {
-    /// `svc_proxy::tcp::copy::bidirectional` (what the proxy uses).
+    /// `svc_proxy::tcp::copy::bidirectional` (what the proxy uses): buffers borrowed per
+    /// burst from a per-thread pool.
     Userspace,
+    /// The copy loop as it was before: one 64 KiB buffer per direction, allocated when the
+    /// flow starts and held until it ends.
+    HeldBuffers,
     /// `tokio::io::copy_bidirectional_with_sizes`, for reference.
     TokioCopy,
     /// `splice(2)` through a pipe per direction.
@@ -39,7 +44,13 @@ enum Strategy {
 }
 
 fn main() {
-    for strategy in [Strategy::Userspace, Strategy::TokioCopy, Strategy::Splice].repeat(2) {
+    let all = [
+        Strategy::Userspace,
+        Strategy::HeldBuffers,
+        Strategy::TokioCopy,
+        Strategy::Splice,
+    ];
+    for strategy in all.repeat(2) {
         let (gbps, bulk_cpu) = bulk(strategy);
         let (rps, ping_cpu) = ping_pong(strategy);
         println!(
@@ -91,6 +102,15 @@ fn proxy(
                     )
                     .await;
                 }
+                Strategy::HeldBuffers => {
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let _ = futures::future::try_join(
+                        held_one_way(&mut cr, &mut sw),
+                        held_one_way(&mut sr, &mut cw),
+                    )
+                    .await;
+                }
                 Strategy::TokioCopy => {
                     let _ = tokio::io::copy_bidirectional_with_sizes(
                         &mut client,
@@ -111,6 +131,24 @@ fn proxy(
         thread_cpu() - start
     });
     (addr, cpu)
+}
+
+/// The previous copy loop's direction: its buffer lives as long as the flow.
+async fn held_one_way<R, W>(r: &mut R, w: &mut W) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).await?;
+    }
 }
 
 async fn splice_one_way(

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::iface::Cidr;
+
 /// A node-local ClusterIP dataplane: listens on Service ClusterIPs and NodePorts, balances
 /// connections and requests over ready endpoints, answers cluster DNS, and serves admin HTTP.
 #[derive(Clone, Debug, Parser)]
@@ -21,9 +23,10 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Threads serving TCP and HTTP connections, each a single-threaded runtime with its own
-    /// accept loop on every listener (default: one per CPU). With 1, everything runs on one
-    /// thread; with more, the control plane (watches, DNS, admin, UDP) has a thread of its own.
+    /// Threads serving TCP and HTTP connections, each a single-threaded runtime (default: one
+    /// per CPU). Each listener is one socket, accepted from on one of them, which hands each
+    /// connection to the least-loaded thread. With 1, everything runs on one thread; with
+    /// more, the control plane (watches, DNS, admin, UDP) has a thread of its own.
     #[arg(long, env = "SVC_PROXY_THREADS")]
     pub threads: Option<usize>,
 
@@ -65,8 +68,22 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_NODEPORT_ADDR")]
     pub nodeport_addr: Option<IpAddr>,
 
-    /// Add and remove ClusterIPs on this interface (like kube-proxy IPVS's `kube-ipvs0`).
-    /// An existing interface of any type is used as is; a missing one is created as a dummy.
+    /// Make this Service CIDR local with one route (`ip route add local CIDR dev lo`), so that
+    /// every ClusterIP in it can be listened on with no per-address setup. Repeat it (or give
+    /// a comma-separated list) for dual stack: `--service-cidr 10.96.0.0/12 --service-cidr
+    /// fd00:10:96::/112`. Needs NET_ADMIN; the route stays when the proxy exits.
+    #[arg(
+        long,
+        env = "SVC_PROXY_SERVICE_CIDR",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub service_cidr: Vec<Cidr>,
+
+    /// Add and remove ClusterIPs on this interface (like kube-proxy IPVS's `kube-ipvs0`), one
+    /// address each. An existing interface of any type is used as is; a missing one is created
+    /// as a dummy. With `--service-cidr`, only addresses outside the CIDRs (external and
+    /// load-balancer IPs) are added. Addresses that were there before are never removed.
     #[arg(long, env = "SVC_PROXY_MANAGE_INTERFACE", value_name = "NAME")]
     pub manage_interface: Option<String>,
 
@@ -75,13 +92,37 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_RESET_REMOVED")]
     pub reset_removed: bool,
 
-    /// Close TCP flows (and upgraded HTTP connections, e.g. WebSocket) idle for this long.
+    /// Close TCP flows (and upgraded HTTP connections, e.g. WebSocket) idle for this long:
+    /// nothing moved in either direction. The default of 1 h is Envoy's TCP proxy idle
+    /// timeout; kube-proxy's conntrack keeps established flows for 24 h. Each idle flow costs
+    /// a few KiB (no copy buffer is held while it is idle) and two file descriptors.
     #[arg(long, env = "SVC_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// Forget UDP flows idle for this long.
     #[arg(long, env = "SVC_PROXY_UDP_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub udp_idle_timeout: Duration,
+
+    /// UDP flows in the whole proxy (each holds a socket). When all are in use, a new flow
+    /// evicts an idle one of its listener (second chance, oldest first), as conntrack does.
+    #[arg(long, env = "SVC_PROXY_UDP_MAX_FLOWS", default_value_t = 16_384)]
+    pub udp_max_flows: usize,
+
+    /// UDP flows from one client IP on one listener; more evict that client's idle flows, so
+    /// one client cannot push out everybody else's.
+    #[arg(
+        long,
+        env = "SVC_PROXY_UDP_MAX_FLOWS_PER_CLIENT",
+        default_value_t = 1_024
+    )]
+    pub udp_max_flows_per_client: usize,
+
+    /// Refuse new TCP connections and UDP flows while the proxy's resident memory is above
+    /// this (e.g. `400MiB`; sampled every 250 ms); flows already open carry on. Off unless
+    /// given; set it below the container's memory limit so the proxy sheds load instead of
+    /// being OOM-killed.
+    #[arg(long, env = "SVC_PROXY_MEMORY_CEILING", value_parser = crate::limits::parse_bytes)]
+    pub memory_ceiling: Option<u64>,
 
     /// Give up connecting to one endpoint after this long, and try another.
     #[arg(long, env = "SVC_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -95,6 +136,12 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_BUFFER_SIZE", default_value_t = 64 * 1024)]
     pub buffer_size: usize,
 
+    /// Also export per endpoint series (`svc_proxy_endpoint_picks_total`,
+    /// `svc_proxy_endpoint_errors_total`): one per endpoint of every Service port with traffic,
+    /// which at cluster scale is a lot. By default series are per Service port only.
+    #[arg(long, env = "SVC_PROXY_METRICS_ENDPOINTS")]
+    pub metrics_endpoints: bool,
+
     /// Log filter (`tracing_subscriber::EnvFilter` syntax; hickory-server logs every query at
     /// info, hence its own level); `RUST_LOG` takes precedence.
     #[arg(
@@ -103,6 +150,58 @@ pub struct Args {
         default_value = "info,hickory_server=warn"
     )]
     pub log: String,
+
+    /// HTTP mode: how long an endpoint may take to send its response head, counted from the
+    /// end of the request; the client then gets 504 and the endpoint counts as failed (outlier
+    /// ejection). The response body is not timed. `0` disables it. Envoy's default route
+    /// timeout.
+    #[arg(long, env = "SVC_PROXY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub upstream_response_timeout: Duration,
+
+    /// HTTP mode: close a client connection whose request head is not complete this long after
+    /// it opened or after its previous response (keep-alive), including connections that send
+    /// nothing at all (and HTTP/2 connections until their first request). `0` disables it.
+    #[arg(long, env = "SVC_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// HTTP mode: the largest request head accepted (request line and headers; an HTTP/2
+    /// header list); larger ones get 431. At least 8KiB. Envoy's default.
+    #[arg(long, env = "SVC_PROXY_MAX_REQUEST_HEADERS", default_value = "60KiB", value_parser = parse_header_limit)]
+    pub max_request_headers: u64,
+
+    /// HTTP mode: close kept-alive HTTP/1.1 connections to endpoints after this long unused.
+    /// `0` disables it. hyper-util's pooled client's default.
+    #[arg(long, env = "SVC_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+
+    /// How flows still open when `--drain-timeout` passes are ended: `reset` (RST, so that
+    /// clients see a cut transfer as an error) or `fin` (an orderly close, which a client of a
+    /// raw TCP stream cannot tell from a complete transfer).
+    #[arg(long, env = "SVC_PROXY_DRAIN_DEADLINE_CLOSE", value_enum, default_value_t = DeadlineClose::Reset)]
+    pub drain_deadline_close: DeadlineClose,
+}
+
+/// How flows cut at the drain deadline are closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeadlineClose {
+    /// A reset (RST).
+    Reset,
+    /// An orderly close (FIN).
+    Fin,
+}
+
+/// `0` means off.
+pub fn non_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+fn parse_header_limit(s: &str) -> Result<u64, String> {
+    let n = crate::limits::parse_bytes(s)?;
+    // hyper's smallest read buffer; HTTP/2 settings are 32-bit.
+    if !(8192..=u64::from(u32::MAX)).contains(&n) {
+        return Err(format!("{s:?} is out of range (8KiB to 4GiB)"));
+    }
+    Ok(n)
 }
 
 impl Args {
@@ -164,7 +263,38 @@ mod tests {
         assert_eq!(a.admin_addr.port(), 0);
         assert_eq!(a.dns_ttl, 5);
         assert!(a.dns_addr.is_none() && a.dns_forward.is_none() && !a.reset_removed);
+        assert!(a.service_cidr.is_empty() && !a.metrics_endpoints);
         let a = Args::try_from_flags(["--dns-forward", "1.1.1.1"]).unwrap();
         assert_eq!(a.dns_forward, Some("1.1.1.1:53".parse().unwrap()));
+        let a = Args::try_from_flags([
+            "--service-cidr",
+            "10.96.0.0/12,fd00:10:96::/112",
+            "--service-cidr",
+            "10.200.0.0/16",
+        ])
+        .unwrap();
+        let cidrs: Vec<String> = a.service_cidr.iter().map(|c| c.to_string()).collect();
+        assert_eq!(cidrs, ["10.96.0.0/12", "fd00:10:96::/112", "10.200.0.0/16"]);
+        let err = Args::try_from_flags(["--service-cidr", "10.96.0.1/12"]).unwrap_err();
+        assert!(
+            err.to_string().contains("did you mean 10.96.0.0/12"),
+            "{err}"
+        );
+    }
+
+    /// Envoy-like timeouts and limits by default.
+    #[test]
+    fn timeout_defaults() {
+        let a = Args::try_from_flags(["--manifests", "x"]).unwrap();
+        assert_eq!(a.upstream_response_timeout, Duration::from_secs(15));
+        assert_eq!(a.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(a.max_request_headers, 60 * 1024);
+        assert_eq!(a.upstream_idle_timeout, Duration::from_secs(90));
+        assert_eq!(a.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(a.drain_deadline_close, DeadlineClose::Reset);
+        assert_eq!(non_zero(Duration::ZERO), None);
+        assert!(Args::try_from_flags(["--max-request-headers", "1KiB"]).is_err());
+        let a = Args::try_from_flags(["--drain-deadline-close", "fin"]).unwrap();
+        assert_eq!(a.drain_deadline_close, DeadlineClose::Fin);
     }
 }

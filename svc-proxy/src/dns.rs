@@ -1,10 +1,12 @@
 //! Cluster DNS (hickory-server), on UDP and TCP.
 //!
 //! Names under the cluster domain are answered from the store ([`answer::Zone`]), with a
-//! configurable TTL (default 5 s, so that answers follow the store closely). Names outside it
-//! are REFUSED unless `--dns-forward` names an upstream, which they are then forwarded to
-//! through hickory-resolver: the proxy is not an open resolver. Malformed packets get FORMERR
-//! (or are dropped when even the header does not parse) and never stop the server.
+//! configurable TTL (default 5 s, so that answers follow the store closely), and so are the
+//! reverse names (PTR) of Service cluster IPs. Names outside it are REFUSED unless
+//! `--dns-forward` names an upstream, which they are then forwarded to through
+//! hickory-resolver: the proxy is not an open resolver. Zone transfers (AXFR, IXFR) are
+//! REFUSED: the zone is computed per query, not a zone file. Malformed packets get FORMERR (or
+//! are dropped when even the header does not parse) and never stop the server.
 
 pub mod answer;
 
@@ -17,7 +19,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, Record};
+use hickory_server::proto::rr::{DNSClass, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
@@ -87,6 +89,16 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
+        if !echoes_intact(request.queries.as_bytes()) {
+            // Every response echoes the question's bytes as received; these would not parse.
+            tracing::debug!("dropping a query whose question points outside itself");
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::FormErr;
+            return ResponseInfo::from(hickory_server::proto::op::Header {
+                metadata,
+                counts: Default::default(),
+            });
+        }
         let mut edns = None;
         if let Some(req) = &request.edns {
             let mut e = Edns::new();
@@ -136,6 +148,30 @@ impl RequestHandler for Handler {
                 .await;
         }
 
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            tracing::debug!(%name, ?qtype, "refusing a zone transfer");
+            return self
+                .send(
+                    &mut response,
+                    builder.error_msg(&request.metadata, ResponseCode::Refused),
+                )
+                .await;
+        }
+        if let Some(answer) = self.zone.reverse(&name, qtype) {
+            meta.authoritative = true;
+            let answers = match answer {
+                Answer::Records { answers, .. } => answers,
+                Answer::NxDomain => Vec::new(),
+            };
+            let msg = builder.build(
+                meta,
+                answers.iter(),
+                std::iter::empty(),
+                std::iter::empty(),
+                std::iter::empty(),
+            );
+            return self.send(&mut response, msg).await;
+        }
         if self.zone.contains(&name) {
             meta.authoritative = true;
             let (answers, additionals, soa): (Vec<Record>, Vec<Record>, Vec<Record>) =
@@ -231,6 +267,47 @@ impl Handler {
     }
 }
 
+/// Whether the question section, copied as received into a response (hickory-server echoes
+/// the original bytes), still decodes there: none of its names may use a compression pointer
+/// outside the question section itself. A pointer into the header decodes in the query, whose
+/// header bytes differ from the response's, into labels no one can read back (found by the
+/// `dns_answer` fuzz target).
+fn echoes_intact(question: &[u8]) -> bool {
+    /// The question section starts right after the 12-byte header.
+    const START: usize = 12;
+    let end = START + question.len();
+    let mut i = 0;
+    while i < question.len() {
+        // One name, then type and class.
+        loop {
+            let Some(&len) = question.get(i) else {
+                return false;
+            };
+            match len & 0xC0 {
+                0x00 if len == 0 => {
+                    i += 1;
+                    break;
+                }
+                0x00 => i += 1 + usize::from(len),
+                0xC0 => {
+                    let Some(&low) = question.get(i + 1) else {
+                        return false;
+                    };
+                    let target = usize::from(len & 0x3F) << 8 | usize::from(low);
+                    if !(START..end).contains(&target) {
+                        return false;
+                    }
+                    i += 2;
+                    break;
+                }
+                _ => return false,
+            }
+        }
+        i += 4;
+    }
+    i == question.len()
+}
+
 /// The usual mnemonic of a response code, for metric labels.
 fn rcode_name(rcode: ResponseCode) -> &'static str {
     match rcode {
@@ -241,5 +318,27 @@ fn rcode_name(rcode: ResponseCode) -> &'static str {
         ResponseCode::NotImp => "NOTIMP",
         ResponseCode::Refused => "REFUSED",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::echoes_intact;
+
+    #[test]
+    fn questions_that_point_outside_themselves_are_caught() {
+        // web.shop, type A, class IN.
+        let plain = b"\x03web\x04shop\x00\x00\x01\x00\x01";
+        assert!(echoes_intact(plain));
+        // A second question pointing at the first name (offset 12): fine in the echo too.
+        let mut two = plain.to_vec();
+        two.extend_from_slice(b"\xc0\x0c\x00\x1c\x00\x01");
+        assert!(echoes_intact(&two));
+        // A name pointing into the header (offset 2).
+        assert!(!echoes_intact(b"\x03web\xc0\x02\x00\x01\x00\x01"));
+        // Pointing past the question, a reserved label type, or cut short.
+        assert!(!echoes_intact(b"\x03web\xc0\xff\x00\x01\x00\x01"));
+        assert!(!echoes_intact(b"\x43web\x00\x00\x01\x00\x01"));
+        assert!(!echoes_intact(b"\x03web\x04sh"));
     }
 }

@@ -13,91 +13,181 @@
 //! reaches an endpoint; a request whose connect failed is retried on another endpoint.
 //! HTTP/1.1 upgrades (WebSocket) are passed through: after a `101` the two connections are
 //! joined byte for byte.
+//!
+//! What a client can hold is bounded: a request head must arrive within
+//! `--header-read-timeout` (also on connections that send nothing, and between keep-alive
+//! requests) and fit in `--max-request-headers` (431 beyond). An endpoint gets
+//! `--upstream-response-timeout` to start answering (504, and it counts as failed). A client's
+//! broken request body is its own fault (400), never the endpoint's.
 
 pub mod body;
+pub mod expect;
+pub mod headers;
+pub mod io;
 pub mod service;
+mod tunnel;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use svc_tower::balance::{BalanceConfig, Pools};
-use svc_tower::layer::{BalanceLayer, Destination, HttpVersion, NoFallback};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use svc_tower::layer::{Balance, BalanceLayer, Destination, HttpVersion, NoFallback};
+use tokio::net::TcpStream;
 use tower::Layer;
 
+use crate::cli::non_zero;
 use crate::metrics::WorkerEndpointMetrics;
 use crate::target::{Mode, Target};
-use crate::tcp::accept_loop;
-use service::Proxy;
+use io::ResetOnCut;
+use service::{Proxy, RequestBody};
 
 /// Idle HTTP/1.1 connections kept per endpoint. Connections go back to the pool as soon as
 /// their response head is in, so this bounds the concurrency per endpoint that reuses
 /// connections; it is well above what one node's clients drive.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
-/// Serves HTTP mode on `listener` until `cancel` fires.
-pub async fn serve(
-    listener: TcpListener,
+/// HTTP mode's state for one listener on one worker: the hyper server settings, svc-tower's
+/// balancer and the endpoint metrics observer. Each worker has its own, so that upstream
+/// connections belong to the worker and a request and its upstream connection are served on
+/// the same thread.
+pub struct Handler {
     target: Arc<Target>,
     mode: Mode,
-    cancel: CancellationToken,
-) {
-    let ctx = &target.ctx;
-    let pools = Pools::new(
-        ctx.store.clone(),
-        ctx.locality.clone(),
-        BalanceConfig::default(),
-    );
-    let balance = BalanceLayer::new(pools)
-        .http_version(HttpVersion::Service)
-        .connect_timeout(Some(ctx.args.connect_timeout))
-        .max_idle_per_endpoint(MAX_IDLE_PER_ENDPOINT)
-        .layer(NoFallback);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // `writev(false)`: hyper copies a small body next to the head and sends both with one
-    // `send`; with 2 iovecs per `writev` the kernel side cost ~1.5 µs more per request
-    // (BENCHMARKS.md).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .writev(false);
-    builder.http2().timer(TokioTimer::new());
-    if mode == Mode::H2c {
-        builder = builder.http2_only();
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    balance: Balance<NoFallback, RequestBody>,
+    destination: Destination,
+    header_timeout: Option<Duration>,
+}
+
+impl Handler {
+    /// The handler of `target`'s connections in `mode` (HTTP or h2c), on the current worker.
+    pub fn new(target: Arc<Target>, mode: Mode) -> Self {
+        let ctx = &target.ctx;
+        let pools = Pools::new(
+            ctx.store.clone(),
+            ctx.locality.clone(),
+            BalanceConfig::default(),
+        );
+        let args = &ctx.args;
+        let balance = BalanceLayer::new(pools)
+            .http_version(HttpVersion::Service)
+            .connect_timeout(Some(args.connect_timeout))
+            .max_idle_per_endpoint(MAX_IDLE_PER_ENDPOINT)
+            .response_timeout(non_zero(args.upstream_response_timeout))
+            .pool_idle_timeout(non_zero(args.upstream_idle_timeout))
+            .layer(NoFallback);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // `writev(false)`: hyper copies a small body next to the head and sends both with one
+        // `send`; with 2 iovecs per `writev` the kernel side cost ~1.5 µs more per request
+        // (BENCHMARKS.md).
+        // hyper's read buffer holds the request head, so its cap is the head's (431 beyond it);
+        // hyper's own default is ~400 KB per connection. hyper's header timeout runs from the
+        // start of each request head, and between keep-alive requests.
+        let max_headers = args.max_request_headers;
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .writev(false)
+            .header_read_timeout(non_zero(args.header_read_timeout))
+            .max_buf_size(usize::try_from(max_headers).unwrap_or(usize::MAX));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(max_headers).unwrap_or(u32::MAX));
+        if mode == Mode::H2c {
+            builder = builder.http2_only();
+        }
+        let observer = WorkerEndpointMetrics::new(target.metrics.clone());
+        let destination = Destination::new(target.pool().clone()).observer(Arc::new(observer));
+        Self {
+            header_timeout: non_zero(args.header_read_timeout),
+            target,
+            mode,
+            builder: Arc::new(builder),
+            balance,
+            destination,
+        }
     }
-    let builder = Arc::new(builder);
-    // Upstream connections belong to this accept loop (one per worker thread), so that a
-    // request and its upstream connection are served on the same thread.
-    let observer = WorkerEndpointMetrics::new(target.metrics.clone());
-    let destination = Destination::new(target.pool.clone()).observer(Arc::new(observer));
-    let drain = target.ctx.drain.clone();
-    accept_loop(&listener, &cancel, |stream, client| {
-        let proxy = Proxy::new(target.clone(), balance.clone(), &destination, client);
-        drain.spawn(connection(builder.clone(), stream, proxy));
-    })
-    .await;
+
+    /// Serves one client connection (on the current worker).
+    pub fn connection(
+        &self,
+        stream: TcpStream,
+        client: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let refused = crate::tcp::refused(&stream, &self.target);
+        let proxy = Proxy::new(
+            self.target.clone(),
+            self.balance.clone(),
+            &self.destination,
+            client,
+            self.mode,
+        );
+        let (builder, header_timeout) = (self.builder.clone(), self.header_timeout);
+        async move {
+            if !refused {
+                connection(builder, stream, proxy, header_timeout).await;
+            }
+        }
+    }
 }
 
 /// Serves one client connection; on shutdown, finishes the request in flight and closes.
-async fn connection(builder: Arc<auto::Builder<TokioExecutor>>, stream: TcpStream, proxy: Proxy) {
+/// A connection whose first request has not arrived within `header_timeout` is closed: hyper's
+/// own header timeout starts only once it knows the protocol, which takes the client's first
+/// bytes (and, for HTTP/2, a whole preface).
+async fn connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    proxy: Proxy,
+    header_timeout: Option<Duration>,
+) {
     let target = proxy.target.clone();
     let client = proxy.client;
+    let started = proxy.started.clone();
     target.metrics.connections.inc();
     target.metrics.active.inc();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), proxy);
+    let drain = &target.ctx.drain;
+    let io = ResetOnCut::new(stream, drain.cut_token());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), proxy);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = target.ctx.drain.signaled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let first_request = first_request(header_timeout, &started);
+    tokio::pin!(first_request);
+    let mut shutting_down = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            () = drain.signaled(), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // Dropping the connection drops its socket, which resets itself.
+            () = drain.cutting() => break Ok(()),
+            () = &mut first_request => {
+                tracing::debug!(service = %target.service, %client, "no request within the header read timeout; closing");
+                break Ok(());
+            }
         }
     };
     if let Err(error) = result {
         tracing::debug!(service = %target.service, %client, %error, "http connection ended with an error");
     }
     target.metrics.active.dec();
+}
+
+/// Resolves if no request has started when `timeout` passes; never otherwise.
+async fn first_request(timeout: Option<Duration>, started: &AtomicBool) {
+    if let Some(timeout) = timeout {
+        tokio::time::sleep(timeout).await;
+        if !started.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+    std::future::pending().await
 }

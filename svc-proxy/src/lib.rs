@@ -14,7 +14,10 @@
 //!   per request.
 //! - **DNS** ([`dns`]): the cluster zone, from the store; not an open resolver.
 //! - **Admin** ([`admin`]): `/healthz`, `/readyz`, `/metrics`, `/debug/services`.
-//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting and drains flows up to a deadline.
+//! - **Shutdown** ([`shutdown`]): SIGTERM stops accepting, drains flows up to a deadline, then
+//!   resets the rest; SIGHUP reloads the source instead of killing the proxy.
+//! - **Source health** ([`health`]): per-file manifests errors and watch connectivity, in
+//!   `/readyz?verbose` and metrics.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), svc_proxy::Error> {
@@ -32,13 +35,16 @@ pub mod admin;
 pub mod cli;
 pub mod dns;
 mod error;
+pub mod health;
 pub mod http;
 pub mod iface;
+pub mod limits;
 pub mod listeners;
 pub mod metrics;
 pub mod shutdown;
 pub mod target;
 pub mod tcp;
+pub mod throttle;
 pub mod udp;
 pub mod workers;
 
@@ -50,8 +56,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use svc_core::source::{kube as kube_source, manifests};
-use svc_core::store::{StoreConfig, Writer};
+use svc_core::source::{kube as kube_source, manifests, Reload};
+use svc_core::store::{Event, StoreConfig, Writer};
 use svc_core::Store;
 use svc_tower::policy::Locality;
 use tokio::sync::mpsc;
@@ -78,6 +84,14 @@ pub struct Context {
     pub locality: Locality,
     /// The threads that serve TCP and HTTP connections.
     pub workers: workers::Workers,
+    /// Flow and memory ceilings.
+    pub limits: limits::Limits,
+    /// How the source is doing (for `/readyz` and metrics).
+    pub source_health: health::SourceHealth,
+    /// Warnings about failing endpoints, at most one per endpoint and kind per interval.
+    pub endpoint_warnings: throttle::LogThrottle<(SocketAddr, &'static str)>,
+    /// The listeners' state: programmed yet, failing ones.
+    pub dataplane: Arc<listeners::Status>,
 }
 
 /// A started proxy.
@@ -124,13 +138,23 @@ impl Running {
         if let Some((_, server)) = &mut self.dns {
             server.shutdown_token().cancel();
         }
-        let left = drain.await;
+        let mut left = drain.await;
+        if left > 0 && self.ctx.args.drain_deadline_close == cli::DeadlineClose::Reset {
+            // The flows reset their sockets and end at once; the bound is for safety.
+            left = self.ctx.drain.cut(Duration::from_secs(1)).await;
+        }
         // The reconciler closes its listeners as soon as the drain begins; bound the wait all
         // the same, so that nothing can keep the process from exiting.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.reconciler).await;
         // Ending the worker runtimes drops the flows still open past the deadline.
         self.ctx.workers.stop();
-        if left > 0 {
+        if self.ctx.drain.was_cut() {
+            tracing::warn!(
+                still_running = left,
+                close = ?self.ctx.args.drain_deadline_close,
+                "drain deadline passed; the remaining flows were cut"
+            );
+        } else if left > 0 {
             tracing::warn!(
                 flows = left,
                 "drain deadline passed; closing the remaining flows"
@@ -145,8 +169,9 @@ impl Running {
 /// Starts the proxy: the source, the listeners, DNS and the admin server.
 ///
 /// # Errors
-/// When the manifests cannot be loaded, no Kubernetes client can be configured, the admin or
-/// DNS address cannot be bound, or the managed interface cannot be set up.
+/// When the manifests path does not exist, no Kubernetes client can be configured, the admin
+/// or DNS address cannot be bound, or the Service CIDR routes or the managed interface cannot
+/// be set up. Manifests that do not parse end [`Running::run_until`] with the error.
 pub async fn start(args: Args) -> Result<Running> {
     start_with(args, None).await
 }
@@ -161,27 +186,42 @@ pub async fn start_with_client(args: Args, client: kube::Client) -> Result<Runni
 }
 
 async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running> {
+    let fd_limit = limits::raise_fd_limit();
     let (writer, store) = Writer::new(StoreConfig {
         cluster_domain: args.cluster_domain.trim_end_matches('.').to_string(),
         ..StoreConfig::default()
     });
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(writer.run(rx));
-    let source = start_source(&args, client, store.clone(), tx).await?;
+    spawn_writer(writer, rx)?;
+    let reload = Reload::new();
+    // From here on SIGHUP reloads instead of killing the process.
+    shutdown::reload_on_hangup(reload.clone());
+    let (source, source_health) = start_source(&args, client, store.clone(), tx, reload).await?;
 
-    let metrics = Arc::new(Metrics::new(store.clone()));
+    let dataplane = Arc::new(listeners::Status::default());
+    let mut metrics = Metrics::new(store.clone(), dataplane.clone(), args.metrics_endpoints);
+    metrics.register_collector(Box::new(health::SourceCollector::new(
+        source_health.clone(),
+        store.clone(),
+    )));
+    let metrics = Arc::new(metrics);
     let locality = Locality::new(args.node_name.as_deref(), args.zone.as_deref());
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let workers = workers::Workers::start(threads).map_err(Error::Workers)?;
+    let limits = limits::Limits::new(args.udp_max_flows, args.memory_ceiling);
     let ctx = Arc::new(Context {
+        limits,
         store: store.clone(),
         args,
         metrics,
         drain: Drain::new(),
         locality,
         workers,
+        source_health,
+        endpoint_warnings: throttle::LogThrottle::default(),
+        dataplane,
     });
 
     let admin = admin::bind(ctx.args.admin_addr).await?;
@@ -203,7 +243,13 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         None => None,
     };
 
-    let iface = match &ctx.args.manage_interface {
+    iface::route_service_cidrs(&ctx.args.service_cidr)
+        .await
+        .map_err(|e| Error::Interface {
+            name: "lo".into(),
+            message: e.to_string(),
+        })?;
+    let interface = match &ctx.args.manage_interface {
         Some(name) => Some(
             iface::Interface::open(name)
                 .await
@@ -214,7 +260,12 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
         ),
         None => None,
     };
-    let reconciler = tokio::spawn(listeners::Reconciler::new(ctx.clone(), iface).run());
+    let addresses = listeners::Addresses {
+        interface,
+        routed: ctx.args.service_cidr.clone(),
+    };
+    let budget = listener_budget(fd_limit);
+    let reconciler = tokio::spawn(listeners::Reconciler::new(ctx.clone(), addresses, budget).run());
     Ok(Running {
         ctx,
         admin_addr,
@@ -224,23 +275,63 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
     })
 }
 
+/// Applies the source's events on a thread of its own: a large change (a big manifests file, a
+/// relist of a large cluster) rebuilds many snapshots, and the control-plane runtime that
+/// serves DNS and the admin must not wait for that.
+fn spawn_writer(mut writer: Writer, mut events: mpsc::Receiver<Event>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("svc-store-writer".into())
+        .spawn(move || {
+            while let Some(event) = events.blocking_recv() {
+                writer.apply(event);
+            }
+        })
+        .map(|_| ())
+        .map_err(Error::Workers)
+}
+
+/// How many listening sockets the open-file limit leaves room for, logged in those terms.
+fn listener_budget(limit: Option<limits::FdLimit>) -> usize {
+    let Some(limit) = limit else {
+        tracing::warn!("cannot read the open-file limit; listeners are bounded by the kernel only");
+        return usize::MAX;
+    };
+    // Counted now, with the admin, DNS and API connections open.
+    let open = limits::open_fds().unwrap_or(64);
+    let budget = limit.listener_budget(open);
+    tracing::info!(
+        limit = limit.soft,
+        raised_from = limit.was,
+        hard = limit.hard,
+        in_use = open,
+        reserve = limit.reserve(),
+        service_ports = budget,
+        "open-file limit: room for about {budget} Service ports (one listening socket each, \
+         whatever --threads); each open TCP flow takes two descriptors more"
+    );
+    budget
+}
+
 async fn start_source(
     args: &Args,
     client: Option<kube::Client>,
     store: Store,
-    tx: mpsc::Sender<svc_core::store::Event>,
-) -> Result<JoinHandle<Result<()>>> {
+    tx: mpsc::Sender<Event>,
+    reload: Reload,
+) -> Result<(JoinHandle<Result<()>>, health::SourceHealth)> {
     match &args.manifests {
         Some(path) => {
-            // Load once here so that a bad path or file fails the start, not a task later.
-            manifests::load(path)?;
-            let path = path.clone();
+            let options = manifests::Options {
+                interval: MANIFESTS_INTERVAL,
+                reload,
+                ..manifests::Options::default()
+            };
+            let status = options.status.clone();
+            // The first load happens here, so that a bad path or file fails the start.
+            let follow = manifests::start(path.clone(), options, tx).await?;
             tracing::info!(path = %path.display(), "serving manifests");
-            Ok(tokio::spawn(async move {
-                manifests::run(path, MANIFESTS_INTERVAL, tx)
-                    .await
-                    .map_err(Error::from)
-            }))
+            let task = tokio::spawn(async move { follow.await.map_err(Error::from) });
+            Ok((task, health::SourceHealth::Manifests(status)))
         }
         None => {
             let client = match client {
@@ -249,13 +340,16 @@ async fn start_source(
             };
             let config = kube_source::Config {
                 namespace: args.namespace.clone(),
+                reload,
                 ..Default::default()
             };
+            let api = config.health.clone();
             tracing::info!(namespace = ?args.namespace, "watching the Kubernetes API");
-            Ok(tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 kube_source::run(client, config, store, tx).await;
                 Err(Error::TaskStopped("the kubernetes source"))
-            }))
+            });
+            Ok((task, health::SourceHealth::Kube(api)))
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `svc-proxy`: see the library docs, or `svc-proxy --help`.
 
+use std::io::IsTerminal;
+
 use anyhow::Context as _;
 use clap::Parser;
 use svc_proxy::Args;
@@ -14,9 +16,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
+    // Colour codes only for a person at a terminal: in a file or a log collector they are
+    // noise that breaks searching.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     // The control plane; connections are served on `--threads` worker runtimes of their own

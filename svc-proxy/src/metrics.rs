@@ -1,140 +1,99 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text).
 //!
-//! Hot paths never build label sets: each listener gets a [`ServiceMetrics`] holding its
-//! counters, and endpoint counters are cached per address.
+//! Cardinality is bounded by what a node serves, not by the cluster: series are per Service
+//! port (as Envoy's are per cluster), appear on the port's first connection and go with the
+//! Service ([`service`]); per endpoint series only with `--metrics-endpoints`. Hot paths never
+//! build label sets: each listener holds its [`ServiceMetrics`].
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+mod service;
+mod store;
+
+pub use service::{EndpointMetrics, ServiceMetrics, UdpDrop, UdpEviction, WorkerEndpointMetrics};
+
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use svc_core::model::{Protocol, ServiceKey};
-use svc_core::store::{ResourceKind, LAG_BUCKETS};
 use svc_core::Store;
 
-type Labels = Vec<(&'static str, String)>;
+use crate::listeners::{Cause, Status};
+use service::{ServiceCollector, ServiceSeries};
+use store::StoreCollector;
+
+type Labels = [(&'static str, &'static str); 1];
 
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    connections: Family<Labels, Counter>,
-    active: Family<Labels, Gauge>,
-    bytes: Family<Labels, Counter>,
-    requests: Family<Labels, Counter>,
-    picks: Family<Labels, Counter>,
-    errors: Family<Labels, Counter>,
+    services: Arc<ServiceSeries>,
+    per_endpoint: bool,
     dns: Family<Labels, Counter>,
+    listener_errors: Family<Labels, Counter>,
 }
 
 impl Metrics {
-    /// Registers every metric, including the store's freshness and propagation lag.
-    pub fn new(store: Store) -> Self {
+    /// Registers every metric: the store's freshness and propagation lag, the dataplane's state
+    /// from `dataplane`, and per endpoint series when `per_endpoint`.
+    pub fn new(store: Store, dataplane: Arc<Status>, per_endpoint: bool) -> Self {
         let mut registry = Registry::with_prefix("svc_proxy");
-        let m = Self {
-            connections: Family::default(),
-            active: Family::default(),
-            bytes: Family::default(),
-            requests: Family::default(),
-            picks: Family::default(),
-            errors: Family::default(),
-            dns: Family::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "connections",
-            "Connections (TCP) or flows (UDP) accepted, per Service port",
-            m.connections.clone(),
-        );
-        registry.register(
-            "active_connections",
-            "Open TCP connections and UDP flows, per Service port",
-            m.active.clone(),
-        );
-        registry.register(
-            "bytes",
-            "Bytes proxied per Service port; direction rx is client to endpoint, tx endpoint to client",
-            m.bytes.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "HTTP-mode requests per Service port and status class",
-            m.requests.clone(),
-        );
-        registry.register(
-            "endpoint_picks",
-            "Times an endpoint was picked",
-            m.picks.clone(),
-        );
-        registry.register(
-            "endpoint_errors",
-            "Failures talking to an endpoint (connect errors and timeouts, HTTP errors)",
-            m.errors.clone(),
-        );
+        let services = Arc::new(ServiceSeries::default());
+        let dns = Family::default();
+        let listener_errors = Family::default();
         registry.register(
             "dns_queries",
             "DNS queries answered, per response code",
-            m.dns.clone(),
+            dns.clone(),
         );
-        registry.register_collector(Box::new(StoreCollector { store }));
-        Self { registry, ..m }
+        registry.register(
+            "listener_errors",
+            "Failed attempts to create a listener, per cause (each is retried with backoff)",
+            listener_errors.clone(),
+        );
+        registry.register_collector(Box::new(ServiceCollector {
+            series: services.clone(),
+            store: store.clone(),
+        }));
+        registry.register_collector(Box::new(StoreCollector { store, dataplane }));
+        Self {
+            registry,
+            services,
+            per_endpoint,
+            dns,
+            listener_errors,
+        }
     }
 
-    /// The counters of one Service port, for a listener (with request counters when `http`).
+    /// The counters of one Service port, shared by every listener of the port (its cluster IPs
+    /// and NodePort alike). `_http` is kept for callers; request counters appear on first use.
     pub fn service(
         &self,
         key: &ServiceKey,
         port: u16,
         protocol: Protocol,
-        http: bool,
+        _http: bool,
     ) -> Arc<ServiceMetrics> {
-        let labels: Labels = vec![
-            ("service", key.to_string()),
-            ("port", port.to_string()),
-            ("protocol", protocol.as_str().to_string()),
-        ];
-        let with = |extra: (&'static str, &str)| {
-            let mut l = labels.clone();
-            l.push((extra.0, extra.1.to_string()));
-            l
-        };
-        // Each `get_or_create` returns a read guard on its family: take one at a time (a
-        // second insert into the same family while a guard is alive would deadlock).
-        let counter = |family: &Family<Labels, Counter>, labels: &Labels| {
-            family.get_or_create(labels).clone()
-        };
-        let connections = counter(&self.connections, &labels);
-        let active = self.active.get_or_create(&labels).clone();
-        let rx = counter(&self.bytes, &with(("direction", "rx")));
-        let tx = counter(&self.bytes, &with(("direction", "tx")));
-        let requests = http.then(|| {
-            ["1xx", "2xx", "3xx", "4xx", "5xx"]
-                .map(|class| counter(&self.requests, &with(("code", class))))
-        });
-        Arc::new(ServiceMetrics {
-            connections,
-            active,
-            rx,
-            tx,
-            requests,
-            labels,
-            picks: self.picks.clone(),
-            errors: self.errors.clone(),
-            endpoints: Mutex::default(),
-        })
+        self.services
+            .get((key.clone(), port, protocol), self.per_endpoint)
+    }
+
+    /// Adds a collector read at scrape time (the source's health, see [`crate::health`]).
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// Counts one DNS answer with this response code.
     pub fn dns_answered(&self, rcode: &'static str) {
-        self.dns
-            .get_or_create(&vec![("rcode", rcode.to_string())])
+        self.dns.get_or_create(&[("rcode", rcode)]).inc();
+    }
+
+    /// Counts one failed attempt to create a listener.
+    pub fn listener_error(&self, cause: Cause) {
+        self.listener_errors
+            .get_or_create(&[("cause", cause.as_str())])
             .inc();
     }
 
@@ -147,215 +106,29 @@ impl Metrics {
     }
 }
 
-/// The counters of one Service port.
-#[derive(Debug)]
-pub struct ServiceMetrics {
-    labels: Labels,
-    /// Connections or flows accepted.
-    pub connections: Counter,
-    /// Open connections or flows.
-    pub active: Gauge,
-    /// Bytes from clients to endpoints.
-    pub rx: Counter,
-    /// Bytes from endpoints to clients.
-    pub tx: Counter,
-    requests: Option<[Counter; 5]>,
-    picks: Family<Labels, Counter>,
-    errors: Family<Labels, Counter>,
-    endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointMetrics>>>,
-}
-
-/// The counters of one endpoint of one Service port.
-#[derive(Debug)]
-pub struct EndpointMetrics {
-    /// Times it was picked.
-    pub picks: Counter,
-    /// Connect or request failures.
-    pub errors: Counter,
-}
-
-impl ServiceMetrics {
-    /// The counters of one endpoint (cached).
-    pub fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointMetrics> {
-        let mut cache = self.endpoints.lock();
-        if let Some(m) = cache.get(&addr) {
-            return m.clone();
-        }
-        // Bound the cache by the endpoints a Service has had; a Service churning through many
-        // pods drops its cache now and then (the families keep the series).
-        if cache.len() > 4096 {
-            cache.clear();
-        }
-        let mut labels = self.labels.clone();
-        labels.push(("endpoint", addr.to_string()));
-        let picks = self.picks.get_or_create(&labels).clone();
-        let errors = self.errors.get_or_create(&labels).clone();
-        let m = Arc::new(EndpointMetrics { picks, errors });
-        cache.insert(addr, m.clone());
-        m
-    }
-
-    /// Counts one HTTP response by status class.
-    pub fn request(&self, status: http::StatusCode) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        if let Some(requests) = &self.requests {
-            requests[class].inc();
-        }
-    }
-}
-
-/// One accept loop's view of a Service port's endpoint counters: HTTP mode's observer of
-/// svc-tower's picks and failures.
-///
-/// Each worker thread has its own, so the per-request lookup takes a lock and a map that no
-/// other thread touches: with the shared [`ServiceMetrics::endpoint`] cache, its lock word and
-/// `Arc` counts move between the workers' cores on every request. (At `--threads 2`, taking
-/// the observer out altogether saved ~2 µs of ~20 per request; see BENCHMARKS.md.)
-#[derive(Debug)]
-pub struct WorkerEndpointMetrics {
-    service: Arc<ServiceMetrics>,
-    cache: Mutex<HashMap<SocketAddr, Arc<EndpointMetrics>>>,
-}
-
-impl WorkerEndpointMetrics {
-    /// A cache of `service`'s endpoint counters for one accept loop.
-    pub fn new(service: Arc<ServiceMetrics>) -> Self {
-        Self {
-            service,
-            cache: Mutex::default(),
-        }
-    }
-
-    fn with(&self, addr: SocketAddr, count: impl FnOnce(&EndpointMetrics)) {
-        let mut cache = self.cache.lock();
-        if let Some(m) = cache.get(&addr) {
-            return count(m);
-        }
-        // Bounded as the shared cache is.
-        if cache.len() > 4096 {
-            cache.clear();
-        }
-        count(cache.entry(addr).or_insert(self.service.endpoint(addr)));
-    }
-}
-
-impl svc_tower::layer::EndpointObserver for WorkerEndpointMetrics {
-    fn picked(&self, endpoint: SocketAddr) {
-        self.with(endpoint, |m| {
-            m.picks.inc();
-        });
-    }
-
-    fn failed(&self, endpoint: SocketAddr) {
-        self.with(endpoint, |m| {
-            m.errors.inc();
-        });
-    }
-}
-
-/// Reads the store's freshness at scrape time.
-#[derive(Debug)]
-struct StoreCollector {
-    store: Store,
-}
-
-impl Collector for StoreCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let fresh = self.store.freshness();
-        let kinds = [ResourceKind::Service, ResourceKind::EndpointSlice];
-        let stats: Vec<_> = kinds
-            .iter()
-            .map(|k| (k.as_str(), fresh.watch(*k).stats()))
-            .collect();
-
-        let mut g = encoder.encode_descriptor(
-            "watch_seconds_since_activity",
-            "Seconds since the watch's last event or bookmark (NaN before the first)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (kind, s) in &stats {
-            let v = s.since_last_activity.map_or(f64::NAN, |d| d.as_secs_f64());
-            ConstGauge::new(v).encode(g.encode_family(&[("resource", *kind)])?)?;
-        }
-        type Field = fn(&svc_core::store::WatchStats) -> u64;
-        let counters: [(&str, &str, Field); 5] = [
-            ("watch_events", "Objects received by the watch", |s| {
-                s.events
-            }),
-            ("watch_bookmarks", "Bookmarks received by the watch", |s| {
-                s.bookmarks
-            }),
-            (
-                "watch_relists",
-                "Full lists (the first one included)",
-                |s| s.relists,
-            ),
-            (
-                "watch_stall_restarts",
-                "Watches restarted after going silent",
-                |s| s.stall_restarts,
-            ),
-            ("watch_errors", "Failed watch or list requests", |s| {
-                s.errors
-            }),
-        ];
-        for (name, help, field) in counters {
-            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (kind, s) in &stats {
-                ConstCounter::new(field(s)).encode(e.encode_family(&[("resource", *kind)])?)?;
-            }
-        }
-
-        let lag = fresh.lag.snapshot();
-        let buckets: Vec<(f64, u64)> = LAG_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(lag.counts.iter().copied())
-            .collect();
-        let mut e = encoder.encode_descriptor(
-            "propagation_lag_seconds",
-            "Time from an endpoint change (last-change-trigger-time) to its arrival in the store",
-            None,
-            MetricType::Histogram,
-        )?;
-        e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            lag.sum_seconds,
-            lag.count(),
-            &buckets,
-            None,
-        )?;
-
-        let e = encoder.encode_descriptor(
-            "services",
-            "Services in the store",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(self.store.len() as i64).encode(e)?;
-        let e = encoder.encode_descriptor(
-            "synced",
-            "1 once the initial lists are applied",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(i64::from(self.store.is_synced())).encode(e)?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use svc_core::store::{StoreConfig, Writer};
     use svc_tower::layer::EndpointObserver;
 
+    fn metrics(per_endpoint: bool) -> Metrics {
+        let (_writer, store) = Writer::new(StoreConfig::default());
+        Metrics::new(store, Arc::default(), per_endpoint)
+    }
+
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .collect()
+    }
+
     #[test]
     fn worker_observers_count_into_the_shared_series() {
-        let (_writer, store) = Writer::new(StoreConfig::default());
-        let metrics = Metrics::new(store);
+        let metrics = metrics(true);
         let service = metrics.service(&ServiceKey::new("shop", "web"), 80, Protocol::Tcp, true);
+        service.connections.inc();
         let (a, b) = (
             WorkerEndpointMetrics::new(service.clone()),
             WorkerEndpointMetrics::new(service.clone()),
@@ -367,11 +140,60 @@ mod tests {
         a.failed(pod);
         assert_eq!(service.endpoint(pod).picks.get(), 3);
         assert_eq!(service.endpoint(pod).errors.get(), 1);
-        let text = metrics.encode();
-        let picks = text
+        // The store does not list the pod, so the scrape drops its series; the counts were
+        // there until then.
+        assert!(metrics
+            .encode()
             .lines()
-            .find(|l| l.contains("picks") && l.contains("10.0.0.1:8080") && !l.starts_with('#'))
-            .expect("a picks series for the endpoint");
-        assert!(picks.ends_with(" 3"), "{picks}");
+            .all(|l| !l.contains("10.0.0.1:8080")));
+    }
+
+    #[test]
+    fn series_appear_on_first_use_and_go_with_their_listeners() {
+        let metrics = metrics(false);
+        let key = ServiceKey::new("shop", "web");
+        let internal = metrics.service(&key, 80, Protocol::Tcp, false);
+        let external = metrics.service(&key, 80, Protocol::Tcp, false);
+        assert!(
+            Arc::ptr_eq(&internal, &external),
+            "one set of series per port"
+        );
+        assert!(samples(&metrics.encode(), "svc_proxy_connections_total").is_empty());
+        internal.connections.inc();
+        internal.rx.inc_by(10);
+        internal.request(http::StatusCode::OK);
+        let text = metrics.encode();
+        assert_eq!(
+            samples(&text, "svc_proxy_connections_total"),
+            [r#"svc_proxy_connections_total{service="shop/web",port="80",protocol="TCP"} 1"#]
+        );
+        assert_eq!(samples(&text, "svc_proxy_bytes_total").len(), 2);
+        assert_eq!(
+            samples(&text, "svc_proxy_http_requests_total"),
+            [
+                r#"svc_proxy_http_requests_total{service="shop/web",port="80",protocol="TCP",code="2xx"} 1"#
+            ]
+        );
+        // Without --metrics-endpoints, picks are counted into nothing that is exported.
+        internal
+            .endpoint("10.0.0.1:8080".parse().unwrap())
+            .picks
+            .inc();
+        assert!(samples(&text, "svc_proxy_endpoint").is_empty());
+        drop(internal);
+        assert_eq!(
+            samples(&metrics.encode(), "svc_proxy_connections_total").len(),
+            1
+        );
+        drop(external);
+        let text = metrics.encode();
+        assert!(
+            samples(&text, "svc_proxy_connections_total").is_empty(),
+            "{text}"
+        );
+        assert!(samples(&text, "svc_proxy_bytes_total").is_empty(), "{text}");
+        // A new Service on the same port starts from zero.
+        let again = metrics.service(&key, 80, Protocol::Tcp, false);
+        assert_eq!(again.connections.get(), 0);
     }
 }

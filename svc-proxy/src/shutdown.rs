@@ -1,9 +1,11 @@
-//! Graceful shutdown: stop accepting, drain flows up to a deadline.
+//! Graceful shutdown: stop accepting, drain flows up to a deadline, then cut the rest.
 //!
 //! [`Drain`] is a cheap handle shared by every listener and flow. Listeners stop accepting once
 //! [`Drain::signaled`] resolves; flows are spawned on its task tracker so that shutdown can wait
 //! for them, and long-lived ones (HTTP keep-alive connections) watch the signal too, to close
-//! between requests.
+//! between requests. Flows still open at the deadline are cut ([`Drain::cut`]): with
+//! `--drain-deadline-close reset` (the default) they end with a reset, so that a client of a
+//! raw TCP stream sees the transfer was cut short, where a FIN would look like its end.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone, Debug, Default)]
 pub struct Drain {
     signal: CancellationToken,
+    cut: CancellationToken,
     flows: TaskTracker,
 }
 
@@ -30,6 +33,14 @@ impl Drain {
         F: Future<Output = ()> + Send + 'static,
     {
         self.flows.spawn(flow);
+    }
+
+    /// Spawns a flow that shutdown waits for on another runtime (a worker's).
+    pub fn spawn_on<F>(&self, flow: F, runtime: &tokio::runtime::Handle)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.flows.spawn_on(flow, runtime);
     }
 
     /// Resolves once shutdown has begun.
@@ -60,6 +71,54 @@ impl Drain {
         let _ = tokio::time::timeout(deadline, self.flows.wait()).await;
         self.flows.len()
     }
+
+    /// Tells the flows still running to end with a reset, and waits up to `grace` for them
+    /// to do so. Returns the number still running.
+    pub async fn cut(&self, grace: Duration) -> usize {
+        self.cut.cancel();
+        let _ = tokio::time::timeout(grace, self.flows.wait()).await;
+        self.flows.len()
+    }
+
+    /// Whether the flows were cut.
+    pub fn was_cut(&self) -> bool {
+        self.cut.is_cancelled()
+    }
+
+    /// Resolves once the flows must be cut (see [`Drain::cut`]).
+    pub async fn cutting(&self) {
+        self.cut.cancelled().await
+    }
+
+    /// A token cancelled when the flows must be cut: for a socket that resets itself when it
+    /// is dropped after that.
+    pub fn cut_token(&self) -> CancellationToken {
+        self.cut.clone()
+    }
+}
+
+/// From now on, SIGHUP pulls `reload` (re-read the manifests, or retry the API at once)
+/// instead of killing the process, its default action.
+pub fn reload_on_hangup(reload: svc_core::source::Reload) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!(signal = "SIGHUP", "reloading the source");
+                        reload.trigger();
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; it will kill the proxy")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reload;
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -105,5 +164,12 @@ mod tests {
             "the flow that honours the signal ends; the stuck one is left"
         );
         assert!(drain.is_signaled());
+        let d = drain.clone();
+        drain.spawn(async move { d.cutting().await });
+        assert_eq!(
+            drain.cut(Duration::from_secs(1)).await,
+            1,
+            "only the stuck one is left"
+        );
     }
 }

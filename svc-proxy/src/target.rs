@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use svc_core::model::{Protocol, ServiceKey, ServicePort};
 use svc_core::store::{PortRef, ServiceSnapshot, VipKind};
@@ -94,71 +94,62 @@ pub struct Target {
     pub protocol: Protocol,
     /// Internal or external.
     pub scope: Scope,
-    /// The balancer.
-    pub pool: EndpointPool,
+    /// The balancer, built on the first pick: at 10,000 Services a node's clients reach a
+    /// few hundred, and a pool costs about 4 KB and a follower task.
+    pool: OnceLock<EndpointPool>,
     /// Counters.
     pub metrics: Arc<ServiceMetrics>,
-    /// Live endpoint sets, for `--reset-removed` and UDP re-picks.
+    /// Live endpoint sets, for `--reset-removed` and UDP re-picks (for other targets, empty
+    /// sets that never change).
     pub sets: watch::Receiver<Arc<EndpointSets>>,
 }
 
 impl Target {
-    /// Builds the target of `route` and starts following the store.
+    /// Builds the target of `route`. Its balancer is built, and follows the store, from the
+    /// first pick on.
     pub fn new(ctx: Arc<Context>, route: &Route) -> Arc<Self> {
         let port_ref = PortRef::Number(route.port, route.protocol);
-        let pool = EndpointPool::new(
-            ctx.store.clone(),
-            route.service.clone(),
-            port_ref.clone(),
-            ctx.locality.clone(),
-            route.scope(),
-            BalanceConfig::default(),
-        );
         let http = matches!(route.mode, Mode::Http | Mode::H2c);
         let metrics = ctx
             .metrics
             .service(&route.service, route.port, route.protocol, http);
-        let mut snapshots = ctx.store.watch_service(&route.service);
-        let (locality, scope) = (ctx.locality.clone(), route.scope());
-        // The first sets are computed here, so that no flow ever sees a made-up empty set.
-        let first = sets_of(
-            snapshots.borrow_and_update().as_deref(),
-            &port_ref,
-            &locality,
-            scope,
-        );
-        let (tx, sets) = watch::channel(Arc::new(first));
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    changed = snapshots.changed() => if changed.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-                let snap = snapshots.borrow_and_update().clone();
-                tx.send_replace(Arc::new(sets_of(
-                    snap.as_deref(),
-                    &port_ref,
-                    &locality,
-                    scope,
-                )));
-            }
-        });
+        // Only UDP re-picks and `--reset-removed` read the sets: other targets skip the
+        // follower task and its two sets (about 2 KB per Service port, 20 MB at 10,000).
+        let sets = if route.mode == Mode::Udp || ctx.args.reset_removed {
+            follow_sets(&ctx, &route.service, port_ref, route.scope())
+        } else {
+            unfollowed_sets()
+        };
         Arc::new(Self {
             ctx,
             service: route.service.clone(),
             port: route.port,
             protocol: route.protocol,
             scope: route.scope(),
-            pool,
+            pool: OnceLock::new(),
             metrics,
             sets,
+        })
+    }
+
+    /// The balancer (built now if this is the first use).
+    pub fn pool(&self) -> &EndpointPool {
+        self.pool.get_or_init(|| {
+            EndpointPool::new(
+                self.ctx.store.clone(),
+                self.service.clone(),
+                PortRef::Number(self.port, self.protocol),
+                self.ctx.locality.clone(),
+                self.scope,
+                BalanceConfig::default(),
+            )
         })
     }
 
     /// Picks an endpoint for `client` (avoiding `exclude`, the endpoints a retry already
     /// failed on, unless nothing else is left) and counts the pick.
     pub fn pick(&self, client: IpAddr, exclude: &[SocketAddr]) -> Result<Pick, NoEndpoints> {
-        let pick = self.pool.pick_excluding(Some(client), exclude)?;
+        let pick = self.pool().pick_excluding(Some(client), exclude)?;
         self.metrics.endpoint(pick.addr).picks.inc();
         Ok(pick)
     }
@@ -182,6 +173,50 @@ impl Target {
         self.metrics.endpoint(pick.addr).errors.inc();
         pick.failure();
     }
+}
+
+/// Endpoint sets that follow the store from a task of their own.
+fn follow_sets(
+    ctx: &Context,
+    service: &ServiceKey,
+    port_ref: PortRef,
+    scope: Scope,
+) -> watch::Receiver<Arc<EndpointSets>> {
+    let mut snapshots = ctx.store.watch_service(service);
+    let locality = ctx.locality.clone();
+    // The first sets are computed here, so that no flow ever sees a made-up empty set.
+    let first = sets_of(
+        snapshots.borrow_and_update().as_deref(),
+        &port_ref,
+        &locality,
+        scope,
+    );
+    let (tx, sets) = watch::channel(Arc::new(first));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+            }
+            let snap = snapshots.borrow_and_update().clone();
+            tx.send_replace(Arc::new(sets_of(
+                snap.as_deref(),
+                &port_ref,
+                &locality,
+                scope,
+            )));
+        }
+    });
+    sets
+}
+
+/// Empty sets that never change, shared by every target that does not follow them.
+fn unfollowed_sets() -> watch::Receiver<Arc<EndpointSets>> {
+    static NEVER: std::sync::OnceLock<watch::Sender<Arc<EndpointSets>>> =
+        std::sync::OnceLock::new();
+    NEVER
+        .get_or_init(|| watch::Sender::new(Arc::default()))
+        .subscribe()
 }
 
 fn sets_of(

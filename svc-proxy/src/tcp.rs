@@ -1,28 +1,31 @@
 //! TCP: listeners on Service addresses, and per-connection forwarding to a picked endpoint.
 //!
 //! - [`listener`]: binding and the accept loop (shared with HTTP mode), which survives running
-//!   out of file descriptors.
+//!   out of file descriptors. The workers ([`crate::workers`]) run it and hand each connection
+//!   to [`forward::forward`].
 //! - [`forward`]: pick, connect with retry on another endpoint, then copy.
-//! - [`copy`]: the bidirectional copy with half-close, idle timeout and bounded buffers.
+//! - [`copy`]: the bidirectional copy with half-close, idle timeout and bounded buffers,
+//!   lent per burst from [`buffers`].
 
+pub mod buffers;
 pub mod copy;
 pub mod forward;
 pub mod listener;
 
 pub use listener::{accept_loop, listen};
 
-use std::sync::Arc;
-
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
 use crate::target::Target;
 
-/// Serves plain TCP on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, target: Arc<Target>, cancel: CancellationToken) {
-    let drain = target.ctx.drain.clone();
-    accept_loop(&listener, &cancel, |stream, peer| {
-        drain.spawn(forward::forward(target.clone(), stream, peer));
-    })
-    .await
+/// Whether a connection just accepted must be refused because the proxy is above
+/// `--memory-ceiling`. A refused connection is counted and reset when dropped: the client
+/// learns at once, and the socket leaves no TIME_WAIT behind.
+pub(crate) fn refused(stream: &TcpStream, target: &Target) -> bool {
+    if !target.ctx.limits.memory.exceeded() {
+        return false;
+    }
+    forward::reset(stream);
+    target.metrics.refused_above_memory_ceiling();
+    true
 }

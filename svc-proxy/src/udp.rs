@@ -1,32 +1,47 @@
-//! UDP: a per-client flow table with idle timeout and re-picks.
+//! UDP: per-client flows with idle expiry, re-picks and ceilings.
 //!
-//! Each client address gets a flow: a connected socket to one picked endpoint, and a task that
-//! relays the endpoint's replies back from the Service address. A flow ends when it is idle
-//! for `--udp-idle-timeout`. When its endpoint stops being eligible (removed, not ready, or
-//! filtered out by policy), the flow is dropped and the client's next datagram is balanced
-//! afresh, so a client never keeps sending into a dead endpoint (the conntrack blackhole that
-//! kube-proxy clears by flushing conntrack entries).
+//! Each client address gets a flow ([`flow`]): a socket connected to one picked endpoint, and a
+//! task that relays the endpoint's replies back from the Service address. A flow ends when it
+//! is idle for `--udp-idle-timeout`. When its endpoint stops being eligible (removed, not
+//! ready, or filtered out by policy), the flow is dropped and the client's next datagram is
+//! balanced afresh, so a client never keeps sending into a dead endpoint (the conntrack
+//! blackhole that kube-proxy clears by flushing conntrack entries).
+//!
+//! - **First datagram.** A new flow's first datagram is sent at once on the fresh socket (see
+//!   [`flow::send_now`]): every DNS query is a new flow, so losing it would fail every query's
+//!   first try.
+//! - **Ceilings** ([`table`], [`crate::limits`]): at most `--udp-max-flows-per-client` flows
+//!   per client IP on a listener and `--udp-max-flows` in the whole proxy; reaching either
+//!   evicts an old, idle flow rather than refusing the new one. Above `--memory-ceiling`, new
+//!   flows are refused. Every datagram not forwarded is counted by reason
+//!   (`svc_proxy_udp_datagrams_dropped_total`).
+//! - **No endpoints.** While nothing is eligible, the listening socket is closed, so the
+//!   kernel answers clients with ICMP port unreachable at once, as kube-proxy's REJECT rule
+//!   does, instead of letting every query time out; it is bound again when endpoints return.
 
-use std::collections::HashMap;
+mod flow;
+mod table;
+
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{UdpDrop, UdpEviction};
 use crate::target::Target;
+use flow::{Clock, Flow, Opening};
+use table::FlowTable;
 
-/// Flows per listener; datagrams from further new clients are dropped until some expire.
-pub const MAX_FLOWS: usize = 65_536;
-/// The largest datagram relayed.
-const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams handled per wake-up before the listener yields to its other work.
+const BATCH: usize = 64;
+/// How soon a listening socket that could not be bound again is retried.
+const REBIND_RETRY: Duration = Duration::from_secs(1);
 
 /// Binds a UDP socket on `addr` (`IP_FREEBIND` when `freebind`).
 ///
@@ -46,151 +61,202 @@ pub fn bind(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-struct Flow {
-    id: u64,
-    endpoint: SocketAddr,
-    upstream: Arc<UdpSocket>,
-    last: Arc<AtomicU64>,
-    relay: AbortHandle,
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        self.relay.abort();
-    }
+/// One listener's state.
+struct Listener {
+    target: Arc<Target>,
+    flows: FlowTable<Flow>,
+    clock: Clock,
+    ended: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    /// When a flow last failed to open with a warning (once a second at most: a flood of
+    /// new flows with the fds all used would otherwise log a line per datagram).
+    warned_at: Option<Instant>,
 }
 
 /// Serves UDP on `socket` until `cancel` fires.
 pub async fn serve(socket: UdpSocket, target: Arc<Target>, cancel: CancellationToken) {
-    let socket = Arc::new(socket);
-    let start = Instant::now();
-    let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
-    let (ended_tx, mut ended) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
-    let mut sets = target.sets.clone();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut next_id = 0u64;
-    let local = socket.local_addr().ok();
+    let addr = socket.local_addr().ok();
+    let mut socket = Some(Arc::new(socket));
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
+    let mut l = Listener {
+        flows: FlowTable::new(target.ctx.args.udp_max_flows_per_client),
+        clock: Clock(Instant::now()),
+        ended: ended_tx,
+        warned_at: None,
+        target,
+    };
+    let mut sets = l.target.sets.clone();
+    sets.mark_changed();
+    let mut rebind_at: Option<Instant> = None;
     loop {
+        let current = socket.clone();
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
             Some((client, id)) = ended.recv() => {
-                if flows.get(&client).is_some_and(|f| f.id == id) {
-                    flows.remove(&client);
-                    target.metrics.active.dec();
+                if l.flows.remove(client, id).is_some() {
+                    l.target.metrics.active.dec();
                 }
             }
             changed = sets.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                let eligible = target.eligible_now();
-                let before = flows.len();
-                flows.retain(|client, f| {
-                    let keep = eligible.contains(&f.endpoint);
-                    if !keep {
-                        tracing::debug!(service = %target.service, %client, endpoint = %f.endpoint,
-                            "endpoint no longer eligible; the flow will be re-picked");
+                let serving = l.endpoints_changed();
+                match (serving, &socket, addr) {
+                    (false, Some(_), _) => {
+                        tracing::info!(service = %l.target.service, addr = ?addr,
+                            "no eligible endpoints: udp socket closed, clients get ICMP port unreachable");
+                        socket = None;
                     }
-                    keep
-                });
-                target.metrics.active.dec_by((before - flows.len()) as i64);
+                    (true, None, Some(_)) => rebind_at = Some(Instant::now()),
+                    _ => {}
+                }
             }
-            received = socket.recv_from(&mut buf) => {
-                let (n, client) = match received {
-                    Ok(r) => r,
+            _ = sleep_until(rebind_at), if rebind_at.is_some() => {
+                rebind_at = None;
+                let Some(addr) = addr else { continue };
+                if l.target.eligible_now().is_empty() {
+                    continue;
+                }
+                // The address was bound before, so it is local; freebind only spares a
+                // failure if it is being moved.
+                match bind(addr, true) {
+                    Ok(s) => {
+                        tracing::info!(service = %l.target.service, %addr, "endpoints are back: udp socket bound again");
+                        socket = Some(Arc::new(s));
+                    }
                     Err(error) => {
-                        // ICMP errors from earlier sends surface here; nothing is wrong with
-                        // the socket itself.
-                        tracing::debug!(addr = ?local, %error, "udp receive error");
-                        continue;
+                        tracing::warn!(service = %l.target.service, %addr, %error, "cannot bind the udp socket again; retrying");
+                        rebind_at = Some(Instant::now() + REBIND_RETRY);
                     }
-                };
-                if !flows.contains_key(&client) {
-                    if flows.len() >= MAX_FLOWS {
-                        tracing::debug!(service = %target.service, %client, "udp flow table full; dropping datagram");
-                        continue;
-                    }
-                    let Some(flow) = open_flow(&target, &socket, client, next_id, start, &ended_tx).await else {
-                        continue;
-                    };
-                    next_id += 1;
-                    target.metrics.connections.inc();
-                    target.metrics.active.inc();
-                    flows.insert(client, flow);
                 }
-                let flow = &flows[&client];
-                flow.last.store(start.elapsed().as_nanos() as u64, Relaxed);
-                match flow.upstream.try_send(&buf[..n]) {
-                    Ok(_) => {
-                        target.metrics.rx.inc_by(n as u64);
-                    }
-                    Err(error) => tracing::debug!(service = %target.service, endpoint = %flow.endpoint, %error, "udp send failed; datagram dropped"),
+            }
+            readable = readable(current.as_deref()) => {
+                let Some(sock) = current else { continue };
+                if let Err(error) = readable {
+                    tracing::warn!(addr = ?addr, %error, "udp socket failed");
+                    continue;
                 }
+                l.receive(&sock, addr);
             }
         }
     }
-    target.metrics.active.dec_by(flows.len() as i64);
+    l.target.metrics.active.dec_by(l.flows.len() as i64);
 }
 
-/// Picks an endpoint for a new client and starts relaying its replies.
-async fn open_flow(
-    target: &Arc<Target>,
-    socket: &Arc<UdpSocket>,
-    client: SocketAddr,
-    id: u64,
-    start: Instant,
-    ended: &mpsc::UnboundedSender<(SocketAddr, u64)>,
-) -> Option<Flow> {
-    let endpoint = pick(target, client.ip())?;
-    let unspecified: IpAddr = match endpoint {
-        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-    };
-    let upstream = match UdpSocket::bind(SocketAddr::new(unspecified, 0)).await {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::warn!(service = %target.service, %error, "cannot open a udp socket");
-            return None;
-        }
-    };
-    if let Err(error) = upstream.connect(endpoint).await {
-        tracing::debug!(service = %target.service, %endpoint, %error, "udp connect failed");
-        target.metrics.endpoint(endpoint).errors.inc();
-        return None;
+async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
+    match socket {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
     }
-    let upstream = Arc::new(upstream);
-    let last = Arc::new(AtomicU64::new(start.elapsed().as_nanos() as u64));
-    let relay = tokio::spawn({
-        let (upstream, socket, last, target, ended) = (
-            upstream.clone(),
-            socket.clone(),
-            last.clone(),
-            target.clone(),
-            ended.clone(),
-        );
-        async move {
-            relay(
-                upstream,
-                socket,
-                client,
-                last,
-                start,
-                target.ctx.args.udp_idle_timeout,
-                &target,
-            )
-            .await;
-            // Idle: tell the listener to forget the flow.
-            let _ = ended.send((client, id));
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Listener {
+    /// Drops flows whose endpoint is no longer eligible; returns whether any endpoint is.
+    fn endpoints_changed(&mut self) -> bool {
+        let eligible = self.target.eligible_now();
+        let target = &self.target;
+        let gone = self.flows.retain(|client, f| {
+            let keep = eligible.contains(&f.endpoint);
+            if !keep {
+                tracing::debug!(service = %target.service, %client, endpoint = %f.endpoint,
+                    "endpoint no longer eligible; the flow will be re-picked");
+            }
+            keep
+        });
+        self.target.metrics.active.dec_by(gone as i64);
+        !eligible.is_empty()
+    }
+
+    /// Handles the datagrams waiting on the socket (at most [`BATCH`]).
+    fn receive(&mut self, socket: &Arc<UdpSocket>, addr: Option<SocketAddr>) {
+        for _ in 0..BATCH {
+            let done = flow::with_scratch(|buf| match socket.try_recv_from(buf) {
+                Ok((n, client)) => {
+                    self.datagram(socket, &buf[..n], client);
+                    false
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                Err(error) => {
+                    // ICMP errors from earlier replies surface here; the socket is fine.
+                    tracing::debug!(addr = ?addr, %error, "udp receive error");
+                    false
+                }
+            });
+            if done {
+                return;
+            }
         }
-    });
-    Some(Flow {
-        id,
-        endpoint,
-        upstream,
-        last,
-        relay: relay.abort_handle(),
-    })
+    }
+
+    fn datagram(&mut self, socket: &Arc<UdpSocket>, data: &[u8], client: SocketAddr) {
+        if let Some(flow) = self.flows.get(&client) {
+            return flow.forward(data, self.clock, &self.target);
+        }
+        match self.open(socket, client) {
+            Ok(flow) => {
+                flow.forward(data, self.clock, &self.target);
+                self.flows.insert(client, flow);
+                self.target.metrics.connections.inc();
+                self.target.metrics.active.inc();
+            }
+            Err(why) => self.target.metrics.udp_dropped(why),
+        }
+    }
+
+    /// Opens a flow for a new client, making room first if a ceiling is reached.
+    fn open(&mut self, socket: &Arc<UdpSocket>, client: SocketAddr) -> Result<Flow, UdpDrop> {
+        let ctx = &self.target.ctx;
+        if ctx.limits.memory.exceeded() {
+            return Err(UdpDrop::MemoryCeiling);
+        }
+        let endpoint = pick(&self.target, client.ip()).ok_or(UdpDrop::NoEndpoints)?;
+        if self.flows.client_full(client.ip())
+            && self.flows.evict_from_client(client.ip()).is_some()
+        {
+            self.evicted(UdpEviction::ClientLimit);
+        }
+        let budget = &ctx.limits.udp_flows;
+        let slot = match budget.try_acquire() {
+            Some(slot) => slot,
+            None => {
+                if self.flows.evict_oldest().is_some() {
+                    self.evicted(UdpEviction::GlobalLimit);
+                }
+                budget.try_acquire().ok_or(UdpDrop::FlowLimit)?
+            }
+        };
+        let opening = Opening {
+            target: &self.target,
+            listener: socket,
+            client,
+            endpoint,
+            clock: self.clock,
+            ended: &self.ended,
+            id: self.flows.next_id(),
+        };
+        flow::open(opening, slot).map_err(|error| {
+            let now = Instant::now();
+            if self.warned_at.is_none_or(|t| now >= t + Duration::from_secs(1)) {
+                self.warned_at = Some(now);
+                tracing::warn!(service = %self.target.service, %endpoint, %error,
+                    "cannot open a udp flow; datagrams are dropped (counted in svc_proxy_udp_datagrams_dropped_total)");
+            }
+            UdpDrop::Socket
+        })
+    }
+
+    fn evicted(&self, why: UdpEviction) {
+        self.target.metrics.active.dec();
+        self.target.metrics.udp_evicted(why);
+    }
 }
 
 /// Picks an endpoint that is eligible right now. The balancer follows the store from its own
@@ -217,42 +283,4 @@ fn pick(target: &Target, client: IpAddr) -> Option<SocketAddr> {
 fn hash_ip(ip: IpAddr) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(ip) as usize
-}
-
-/// Relays replies from the endpoint to the client until the flow is idle.
-async fn relay(
-    upstream: Arc<UdpSocket>,
-    socket: Arc<UdpSocket>,
-    client: SocketAddr,
-    last: Arc<AtomicU64>,
-    start: Instant,
-    idle: Duration,
-    target: &Target,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let deadline = start + Duration::from_nanos(last.load(Relaxed)) + idle;
-        if deadline <= Instant::now() {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
-            received = upstream.recv(&mut buf) => match received {
-                Ok(n) => {
-                    last.store(start.elapsed().as_nanos() as u64, Relaxed);
-                    match socket.send_to(&buf[..n], client).await {
-                        Ok(_) => {
-                            target.metrics.tx.inc_by(n as u64);
-                        }
-                        Err(error) => tracing::debug!(%client, %error, "udp reply failed"),
-                    }
-                }
-                // ICMP port unreachable from the endpoint and the like.
-                Err(error) => {
-                    tracing::debug!(%client, %error, "udp receive from endpoint failed");
-                    target.metrics.endpoint(upstream.peer_addr().unwrap_or(client)).errors.inc();
-                }
-            }
-        }
-    }
 }

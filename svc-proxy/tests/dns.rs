@@ -305,3 +305,62 @@ async fn names_outside_the_domain_are_forwarded_only_when_asked_and_ttl_is_confi
     front.stop().await.unwrap();
     upstream.stop().await.unwrap();
 }
+
+/// Item 19, DNS: the reverse name of a Service's cluster IP (IPv4 and IPv6) gets a PTR to the
+/// Service's name, as CoreDNS answers it (it was REFUSED), while other reverse names stay
+/// outside the zone; a zone transfer is REFUSED (it was NOERROR with only the SOA), over UDP
+/// and over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ptr_for_cluster_ips_and_no_zone_transfers() {
+    let m = Manifests::new("dns-ptr");
+    m.write("all.yaml", &MANIFESTS.replace("127.51.", "127.177."));
+    let proxy = Proxy::start(&[
+        "--manifests",
+        m.path().to_str().unwrap(),
+        "--admin-addr",
+        "127.177.0.1:9901",
+        "--dns-addr",
+        "127.177.0.53:5353",
+    ])
+    .await;
+    let dns = proxy.dns.unwrap();
+    eventually("dns serves the store", || async {
+        (dig(dns, &["web.test.svc.cluster.local"]).await.status == "NOERROR").then_some(())
+    })
+    .await;
+
+    let ptr = dig(dns, &["-x", "127.177.0.1"]).await;
+    assert_eq!(ptr.status, "NOERROR");
+    assert!(ptr.flags.contains("aa"), "{}", ptr.flags);
+    assert_eq!(data(&ptr), ["PTR web.test.svc.cluster.local."]);
+    assert_eq!(ptr.answers[0][0], "1.0.177.127.in-addr.arpa.");
+    let ptr6 = dig(dns, &["-x", "fd00::51"]).await;
+    assert_eq!(data(&ptr6), ["PTR web.test.svc.cluster.local."]);
+    // An endpoint's IP or any other address is not a Service's: not ours to answer.
+    assert_eq!(dig(dns, &["-x", "127.177.0.11"]).await.status, "REFUSED");
+
+    let udp = dig(dns, &["cluster.local", "AXFR", "+notcp"]).await;
+    assert_eq!(udp.status, "REFUSED");
+    assert!(udp.answers.is_empty());
+    let port = dns.port().to_string();
+    let at = format!("@{}", dns.ip());
+    let tcp = run(
+        "dig",
+        &[
+            &at,
+            "-p",
+            &port,
+            "+tries=1",
+            "+time=5",
+            "cluster.local",
+            "AXFR",
+        ],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&tcp.stdout);
+    assert!(text.contains("Transfer failed."), "{text}");
+    assert!(!text.contains("SOA"), "no records are transferred: {text}");
+    let ixfr = dig(dns, &["cluster.local", "IXFR=1", "+notcp"]).await;
+    assert_eq!(ixfr.status, "REFUSED");
+    proxy.stop().await.unwrap();
+}

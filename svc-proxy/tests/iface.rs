@@ -1,4 +1,5 @@
-//! `--manage-interface`, inside a network namespace this test creates (needs root and `ip`).
+//! `--manage-interface` and `--service-cidr`, inside a network namespace this test creates
+//! (needs root and `ip`).
 //!
 //! The outer test creates the namespace and re-runs this test binary inside it (`ip netns exec`)
 //! with only the ignored inner test selected; the inner test runs the proxy in-process there,
@@ -58,7 +59,7 @@ fn manage_interface_adds_and_removes_cluster_ips_in_a_network_namespace() {
     );
     assert!(out.status.success(), "inner test failed:\n{text}");
     assert!(
-        text.contains("2 passed"),
+        text.contains("4 passed"),
         "the inner tests did not run:\n{text}"
     );
 }
@@ -208,4 +209,179 @@ async fn inner_missing_interface() {
             );
         }
     }
+}
+
+/// A test interface: a fresh ifb device when the kernel has the driver, else `lo`.
+fn test_device(name: &'static str) -> &'static str {
+    sh("ip", &["link", "set", "lo", "up"]).unwrap();
+    if sh("ip", &["link", "add", name, "type", "ifb"]).is_ok() {
+        name
+    } else {
+        "lo"
+    }
+}
+
+/// Only addresses the proxy added are removed: one an admin (or an earlier run) put on the
+/// interface stays when the Service that used it goes. Fifty Services' addresses go in and
+/// out in one batch of netlink requests each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by manage_interface_adds_and_removes_cluster_ips_in_a_network_namespace"]
+async fn inner_addresses_already_there_are_never_removed() {
+    assert_eq!(std::env::var(INNER_ENV).as_deref(), Ok("1"));
+    let dev = test_device("svc1");
+    sh("ip", &["addr", "add", "10.96.1.200/32", "dev", dev]).unwrap();
+    let _backend = svc_testkit::spawn_http_backend("127.0.0.12:8080".parse().unwrap())
+        .await
+        .unwrap();
+    let m = Manifests::new("iface-owned");
+    let mut yaml = String::new();
+    for i in 0..50 {
+        let name = format!("web-{i}");
+        let ip = if i == 0 {
+            "10.96.1.200".to_string()
+        } else {
+            format!("10.96.1.{i}")
+        };
+        yaml.push_str(&service(
+            &name,
+            &ip,
+            &["{name: http, port: 80, targetPort: 8080}"],
+            "",
+        ));
+        yaml.push_str("---\n");
+        yaml.push_str(&slice(
+            &format!("{name}-1"),
+            &name,
+            ("http", 8080, "TCP"),
+            &[("127.0.0.12", true, "")],
+        ));
+        yaml.push_str("---\n");
+    }
+    m.write("services.yaml", &yaml);
+    let proxy = Proxy::start(&[
+        "--manifests",
+        m.path().to_str().unwrap(),
+        "--admin-addr",
+        "127.0.0.1:9903",
+        "--manage-interface",
+        dev,
+    ])
+    .await;
+    // Ready means programmed: at the first 200 every address is in place and every ClusterIP
+    // accepts.
+    let admin: std::net::SocketAddr = "127.0.0.1:9903".parse().unwrap();
+    first_ready(admin).await;
+    let a = addresses(dev);
+    for i in 1..50 {
+        assert!(
+            a.contains(&format!("10.96.1.{i}/32")),
+            "/readyz was 200 before 10.96.1.{i} was added: {a}"
+        );
+    }
+    for i in 0..50 {
+        let vip = if i == 0 {
+            "10.96.1.200:80".to_string()
+        } else {
+            format!("10.96.1.{i}:80")
+        };
+        assert!(
+            tokio::net::TcpStream::connect(&vip).await.is_ok(),
+            "/readyz was 200 before {vip} accepted"
+        );
+    }
+    for ip in ["10.96.1.200", "10.96.1.1", "10.96.1.49"] {
+        assert!(curl(&format!("http://{ip}/")).await.is_some(), "{ip}");
+    }
+    m.remove("services.yaml");
+    eventually("the proxy's addresses are removed", || async {
+        let a = addresses(dev);
+        (1..50)
+            .all(|i| !a.contains(&format!("10.96.1.{i}/32")))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        addresses(dev).contains("10.96.1.200/32"),
+        "the address the proxy did not add was removed: {}",
+        addresses(dev)
+    );
+    proxy.stop().await.unwrap();
+}
+
+/// `--service-cidr` makes the whole range local with one route: ClusterIPs in it are served
+/// with no address on any interface; one outside it (and no `--manage-interface`) fails
+/// loudly, as an address that is not local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by manage_interface_adds_and_removes_cluster_ips_in_a_network_namespace"]
+async fn inner_service_cidr_routes_the_whole_range() {
+    assert_eq!(std::env::var(INNER_ENV).as_deref(), Ok("1"));
+    sh("ip", &["link", "set", "lo", "up"]).unwrap();
+    let _backend = svc_testkit::spawn_http_backend("127.0.0.13:8080".parse().unwrap())
+        .await
+        .unwrap();
+    let m = Manifests::new("service-cidr");
+    for (name, ip) in [("inside", "10.97.3.4"), ("outside", "10.98.0.1")] {
+        m.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "{}---\n{}",
+                service(name, ip, &["{name: http, port: 80, targetPort: 8080}"], ""),
+                slice(
+                    &format!("{name}-1"),
+                    name,
+                    ("http", 8080, "TCP"),
+                    &[("127.0.0.13", true, "")]
+                )
+            ),
+        );
+    }
+    let proxy = Proxy::start(&[
+        "--manifests",
+        m.path().to_str().unwrap(),
+        "--admin-addr",
+        "127.0.0.1:9904",
+        "--service-cidr",
+        "10.97.0.0/16",
+    ])
+    .await;
+    let routes = Command::new("ip")
+        .args(["route", "show", "table", "local"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains("local 10.97.0.0/16 dev lo"),
+        "no local route: {routes}"
+    );
+    eventually("traffic flows through a ClusterIP in the CIDR", || async {
+        curl("http://10.97.3.4/").await
+    })
+    .await;
+    let all = Command::new("ip").args(["-o", "addr"]).output().unwrap();
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert!(!all.contains("10.97.3.4"), "an address was added: {all}");
+    let verbose = eventually("the ClusterIP outside the CIDR fails", || async {
+        let (status, body) = proxy.admin("/readyz?verbose").await;
+        (status == 503 && body.contains("[-]service/test/outside failed")).then_some(body)
+    })
+    .await;
+    assert!(verbose.contains("address_not_available"), "{verbose}");
+    // Only the Service outside the CIDR fails.
+    assert!(!verbose.contains("service/test/inside"), "{verbose}");
+    proxy.stop().await.unwrap();
+    // A second start finds the route there already and carries on.
+    let again = Proxy::start(&[
+        "--manifests",
+        m.path().to_str().unwrap(),
+        "--admin-addr",
+        "127.0.0.1:9905",
+        "--service-cidr",
+        "10.97.0.0/16",
+    ])
+    .await;
+    eventually("traffic flows again", || async {
+        curl("http://10.97.3.4/").await
+    })
+    .await;
+    again.stop().await.unwrap();
 }

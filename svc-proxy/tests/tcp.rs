@@ -51,6 +51,8 @@ async fn curl_through_a_cluster_ip_is_balanced_over_three_backends() {
         m.path().to_str().unwrap(),
         "--admin-addr",
         "127.21.0.1:9901",
+        // Per endpoint series are opt-in.
+        "--metrics-endpoints",
     ])
     .await;
     wait_listening("127.21.0.1:80".parse().unwrap()).await;
@@ -117,6 +119,7 @@ async fn a_dead_endpoint_is_retried_on_another() {
         m.path().to_str().unwrap(),
         "--admin-addr",
         "127.22.0.1:9901",
+        "--metrics-endpoints",
     ])
     .await;
     wait_listening("127.22.0.1:80".parse().unwrap()).await;

@@ -44,6 +44,7 @@ mod backends;
 mod builders;
 mod error;
 mod faults;
+pub mod grpcio;
 mod kind;
 mod selector;
 mod server;

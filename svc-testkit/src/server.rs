@@ -60,8 +60,25 @@ use crate::store::{ObjKey, WriteMode};
 pub struct FakeApiServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    /// Dropping this stops the accept loop and the bookmark ticker.
-    _shutdown: tokio::sync::watch::Sender<()>,
+    /// The accept loop while the server is up; `None` while it is [stopped](Self::stop).
+    running: parking_lot::Mutex<Option<Running>>,
+}
+
+/// A serving server: dropping `shutdown` stops the accept loop (cutting every connection) and
+/// the bookmark ticker.
+#[derive(Debug)]
+struct Running {
+    shutdown: tokio::sync::watch::Sender<()>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn(listener: TcpListener, shared: &Arc<Shared>) -> Self {
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(());
+        let accept = tokio::spawn(serve(listener, shared.clone(), shutdown_rx.clone()));
+        tokio::spawn(shared::bookmark_ticker(shared.clone(), shutdown_rx));
+        Self { shutdown, accept }
+    }
 }
 
 impl FakeApiServer {
@@ -92,15 +109,66 @@ impl FakeApiServer {
         let listener = TcpListener::bind(requested).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
         let shared = Arc::new(Shared::default());
-        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(());
-        tokio::spawn(serve(listener, shared.clone(), shutdown_rx.clone()));
-        tokio::spawn(shared::bookmark_ticker(shared.clone(), shutdown_rx));
+        let running = Running::spawn(listener, &shared);
         tracing::debug!(%addr, "fake API server started");
         Ok(Self {
             shared,
             addr,
-            _shutdown: shutdown,
+            running: parking_lot::Mutex::new(Some(running)),
         })
+    }
+
+    /// Takes the server away, as an apiserver outage does: the listener closes (new
+    /// connections are refused) and every open connection is cut, watch streams included. The
+    /// stored state, the history and the resource version stay, and the handle still writes
+    /// to them, so that the server can come back with a newer state. Returns once the port is
+    /// closed. Does nothing if the server is stopped already.
+    pub async fn stop(&self) {
+        let running = self.running.lock().take();
+        if let Some(Running { shutdown, accept }) = running {
+            drop(shutdown);
+            let _ = accept.await;
+            tracing::debug!(addr = %self.addr, "fake API server stopped");
+        }
+    }
+
+    /// Brings a [stopped](Self::stop) server back on the same address, with whatever state it
+    /// holds now (clients resume their watches from their last resource version and get
+    /// everything written meanwhile). Does nothing if it is running.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] if the address cannot be bound again (something else took the port).
+    pub async fn start_again(&self) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: self.addr,
+                source,
+            })?;
+        let running = Running::spawn(listener, &self.shared);
+        *self.running.lock() = Some(running);
+        tracing::debug!(addr = %self.addr, "fake API server started again");
+        Ok(())
+    }
+
+    /// [`stop`](Self::stop), then [`start_again`](Self::start_again): a restart mid-watch, where
+    /// every connection is dropped and the state is the same.
+    ///
+    /// # Errors
+    ///
+    /// See [`start_again`](Self::start_again).
+    pub async fn restart(&self) -> Result<()> {
+        self.stop().await;
+        self.start_again().await
+    }
+
+    /// Whether the server is accepting connections (not [stopped](Self::stop)).
+    pub fn is_running(&self) -> bool {
+        self.running.lock().is_some()
     }
 
     /// The address the server listens on.

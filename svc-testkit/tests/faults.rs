@@ -182,3 +182,58 @@ where
         }
     }
 }
+
+/// An outage: `stop` cuts the open watch and refuses new connections while the state stays
+/// (and can change); `start_again` serves on the same address, and a watch resumed from the
+/// last seen resource version gets what changed meanwhile.
+#[tokio::test]
+async fn stop_and_start_again_keep_the_state() {
+    let (server, api) = setup().await;
+    let rv = server.apply(svc("default", "a", "x"));
+    let stream = api
+        .watch(&WatchParams::default(), &rv.to_string())
+        .await
+        .unwrap();
+    let mut stream = stream.boxed();
+    within(server.wait_for_open_watches(1)).await;
+
+    server.stop().await;
+    assert!(!server.is_running());
+    // The open stream ends (abruptly or not), and the server refuses new requests.
+    loop {
+        match within(stream.next()).await {
+            Some(Ok(WatchEvent::Bookmark(_))) => continue,
+            Some(Ok(other)) => panic!("no event was written: {other:?}"),
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(api.list(&ListParams::default()).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect(server.addr()).await.is_err(),
+        "the port is closed"
+    );
+    // Writes while stopped go to the same store, with newer resource versions.
+    let newer = server.apply(svc("default", "b", "x"));
+    assert!(newer > rv);
+
+    server.start_again().await.unwrap();
+    assert!(server.is_running());
+    let mut resumed = api
+        .watch(&WatchParams::default(), &rv.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    let (t, name, _) = summary(&next_change(&mut resumed).await);
+    assert_eq!((t, name.as_str()), ("ADDED", "b"));
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+
+    // A restart is the same, in one call.
+    server.restart().await.unwrap();
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+}

@@ -159,3 +159,36 @@ impl RequestFailed {
         }
     }
 }
+
+/// The endpoint sent no response head within the layer's response timeout, counted from the
+/// end of the request (its body sent whole). The request was abandoned and its connection
+/// closed; the endpoint is reported to outlier ejection.
+#[derive(Debug, thiserror::Error)]
+#[error("{endpoint} sent no response within {timeout:?}")]
+pub struct ResponseTimeout {
+    /// The endpoint.
+    pub endpoint: SocketAddr,
+    /// The timeout that passed.
+    pub timeout: std::time::Duration,
+}
+
+/// Reading the request's own body failed while it was being sent (a client that sent a
+/// malformed chunk, or went away mid-body): the caller's fault, so the endpoint is not
+/// reported to outlier ejection.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body for {endpoint} failed")]
+pub struct RequestBodyFailed {
+    /// The endpoint the request was going to.
+    pub endpoint: SocketAddr,
+    #[source]
+    source: BoxError,
+}
+
+impl RequestBodyFailed {
+    pub(crate) fn new(endpoint: SocketAddr, source: impl Into<BoxError>) -> Self {
+        Self {
+            endpoint,
+            source: source.into(),
+        }
+    }
+}

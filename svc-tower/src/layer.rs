@@ -14,6 +14,11 @@
 //! - A connect failure is reported to outlier ejection and the request is retried on another
 //!   endpoint (its body is untouched until a connection exists). A request whose kept-alive
 //!   connection turned out to be closed before it was written is retried on a new connection.
+//! - With a [response timeout](BalanceLayer::response_timeout), an endpoint that sends no
+//!   response head in time fails the request and is reported to outlier ejection. A request
+//!   whose own body fails (a client's malformed chunk) fails without blaming the endpoint.
+//! - Kept-alive HTTP/1.1 connections unused for the [pool idle
+//!   timeout](BalanceLayer::pool_idle_timeout) are closed.
 //!
 //! Requests for hosts that are not Services (and ExternalName Services) go to the wrapped
 //! service, the *fallback*: for instance a hyper-util client with an
@@ -32,7 +37,8 @@
 //!
 //! Errors are [`BoxError`](crate::error::BoxError)s that downcast to
 //! [`NoEndpoints`](crate::error::NoEndpoints), [`ConnectFailed`](crate::error::ConnectFailed),
-//! [`RequestFailed`](crate::error::RequestFailed), [`UnknownService`](crate::error::UnknownService)
+//! [`RequestFailed`](crate::error::RequestFailed), [`ResponseTimeout`](crate::error::ResponseTimeout),
+//! [`RequestBodyFailed`](crate::error::RequestBodyFailed), [`UnknownService`](crate::error::UnknownService)
 //! or [`MissingAuthority`](crate::error::MissingAuthority).
 //!
 //! ```no_run
@@ -49,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod conn;
 mod destination;
 mod future;
@@ -90,6 +97,8 @@ pub(crate) struct Config {
     pub(crate) version: HttpVersion,
     pub(crate) sync_timeout: Duration,
     pub(crate) eject_on_5xx: bool,
+    pub(crate) response_timeout: Option<Duration>,
+    pub(crate) pool_idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -102,6 +111,8 @@ impl Default for Config {
             version: HttpVersion::Auto,
             sync_timeout: Duration::from_secs(5),
             eject_on_5xx: true,
+            response_timeout: None,
+            pool_idle_timeout: Some(Duration::from_secs(90)),
         }
     }
 }
@@ -184,6 +195,22 @@ impl<B> BalanceLayer<B> {
     /// How long the first requests wait for the store's initial sync. Default 5 s.
     pub fn sync_timeout(self, timeout: Duration) -> Self {
         self.with(|c| c.sync_timeout = timeout)
+    }
+
+    /// How long an endpoint may take to send the response head, counted from the end of the
+    /// request (its body sent whole, so that a slow upload is not cut short). When it passes,
+    /// the request fails with [`ResponseTimeout`](crate::error::ResponseTimeout), its
+    /// connection is closed and the endpoint is reported to outlier ejection. The response
+    /// body is not timed: streams and long downloads are left alone. Default `None` (no
+    /// timeout, as hyper); Envoy's route timeout defaults to 15 s.
+    pub fn response_timeout(self, timeout: Option<Duration>) -> Self {
+        self.with(|c| c.response_timeout = timeout)
+    }
+
+    /// How long a kept-alive HTTP/1.1 connection to an endpoint may stay unused before it is
+    /// closed. Default 90 s (hyper-util's pooled client's default).
+    pub fn pool_idle_timeout(self, timeout: Option<Duration>) -> Self {
+        self.with(|c| c.pool_idle_timeout = timeout)
     }
 
     /// Sets `TCP_NODELAY`. Default `true`.

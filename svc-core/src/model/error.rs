@@ -57,6 +57,73 @@ pub enum ModelError {
     /// An EndpointSlice port without a port number.
     #[error("endpoint slice port {0:?} has no port number")]
     MissingPortNumber(String),
+    /// Two ports share a port number and protocol (or a nodePort and protocol). The API server
+    /// refuses this: one socket cannot serve two ports.
+    #[error("{field}[{index}]: duplicate port {port}/{protocol} (already in {field}[{first}])")]
+    DuplicatePort {
+        /// `spec.ports` or `spec.ports[].nodePort`.
+        field: &'static str,
+        /// The port number.
+        port: u16,
+        /// Its protocol.
+        protocol: &'static str,
+        /// The index of the first port with it.
+        first: usize,
+        /// The index of the duplicate.
+        index: usize,
+    },
+    /// Two ports share a name, so a named lookup (SRV, EndpointSlice ports) is ambiguous.
+    #[error("{field}[{index}].name: duplicate name {name:?} (already in {field}[{first}])")]
+    DuplicatePortName {
+        /// `spec.ports` or an EndpointSlice's `ports`.
+        field: &'static str,
+        /// The name.
+        name: String,
+        /// The index of the first port with it.
+        first: usize,
+        /// The index of the duplicate.
+        index: usize,
+    },
+    /// A Service with more than one port has an unnamed one.
+    #[error("spec.ports[{index}].name: required when a Service has more than one port")]
+    MissingPortName {
+        /// The index of the unnamed port.
+        index: usize,
+    },
+    /// A name (port name, named targetPort, externalName) that the API would refuse.
+    #[error("{field}: invalid name {value:?}: {reason}")]
+    InvalidName {
+        /// The field that held the name.
+        field: &'static str,
+        /// The name found.
+        value: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// A nodePort on a ClusterIP or ExternalName Service, which has no node ports.
+    #[error(
+        "spec.ports[{index}].nodePort: not allowed when spec.type is ClusterIP or ExternalName"
+    )]
+    NodePortNotAllowed {
+        /// The index of the port.
+        index: usize,
+    },
+    /// An address that may not be used in this field: unspecified (`0.0.0.0`, `::`), which
+    /// would listen on every interface or connect to this host, multicast, broadcast, or (for
+    /// externalIPs) link-local.
+    #[error("{field}: {ip} {reason}")]
+    ForbiddenIp {
+        /// The field that held the address.
+        field: &'static str,
+        /// The address.
+        ip: std::net::IpAddr,
+        /// Why it may not be used.
+        reason: &'static str,
+    },
+    /// `spec.clusterIPs` breaks the dual-stack rules (more than two, two of one family, or not
+    /// starting with `spec.clusterIP`).
+    #[error("spec.clusterIPs: {0}")]
+    InvalidClusterIps(String),
 }
 
 /// A `Result` whose error is [`ModelError`].

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::error::{ModelError, Result};
-use super::{ServiceKey, Str};
+use super::{validate, ServiceKey, Str};
 
 /// The Service's `spec.type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -310,6 +310,7 @@ impl TryFrom<&corev1::Service> for Service {
 
     fn try_from(svc: &corev1::Service) -> Result<Self> {
         let key = object_key(&svc.metadata)?;
+        validate::service_key(&key.name, &key.namespace)?;
         let spec = svc.spec.as_ref().ok_or(ModelError::MissingSpec)?;
         let service_type = match spec.type_.as_deref() {
             None | Some("ClusterIP") => ServiceType::ClusterIp,
@@ -324,8 +325,23 @@ impl TryFrom<&corev1::Service> for Service {
             (_, Some(ip)) if !ip.is_empty() => vec![ip.as_str()],
             _ => Vec::new(),
         };
+        if let (Some(ip), Some(first)) = (
+            spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty()),
+            raw_ips.first(),
+        ) {
+            if ip != *first {
+                return Err(ModelError::InvalidClusterIps(format!(
+                    "clusterIPs[0] {first:?} differs from clusterIP {ip:?}"
+                )));
+            }
+        }
         let headless = raw_ips.first() == Some(&"None");
-        let cluster_ips = if headless || service_type == ServiceType::ExternalName {
+        if headless && raw_ips.len() > 1 {
+            return Err(ModelError::InvalidClusterIps(
+                "\"None\" must be the only entry".into(),
+            ));
+        }
+        let cluster_ips: Vec<IpAddr> = if headless || service_type == ServiceType::ExternalName {
             Vec::new()
         } else {
             raw_ips
@@ -333,9 +349,12 @@ impl TryFrom<&corev1::Service> for Service {
                 .map(|ip| parse_ip("spec.clusterIPs", ip))
                 .collect::<Result<_>>()?
         };
+        validate::cluster_ips(&cluster_ips)?;
         let external_name = non_empty(spec.external_name.as_ref());
-        if service_type == ServiceType::ExternalName && external_name.is_none() {
-            return Err(ModelError::MissingExternalName);
+        match (&external_name, service_type) {
+            (None, ServiceType::ExternalName) => return Err(ModelError::MissingExternalName),
+            (Some(name), ServiceType::ExternalName) => validate::external_name(name)?,
+            _ => {}
         }
         let traffic_distribution = match spec.traffic_distribution.as_deref() {
             Some("PreferClose") | Some("PreferSameZone") => {
@@ -344,12 +363,13 @@ impl TryFrom<&corev1::Service> for Service {
             Some("PreferSameNode") => Some(TrafficDistribution::PreferSameNode),
             _ => None,
         };
-        let external_ips = spec
+        let external_ips: Vec<IpAddr> = spec
             .external_ips
             .iter()
             .flatten()
             .map(|ip| parse_ip("spec.externalIPs", ip))
             .collect::<Result<_>>()?;
+        validate::external_ips(&external_ips)?;
         let load_balancer_ingress = svc
             .status
             .as_ref()
@@ -361,7 +381,9 @@ impl TryFrom<&corev1::Service> for Service {
                 Ok(LoadBalancerIngress {
                     ip: match ing.ip.as_deref() {
                         Some(ip) if !ip.is_empty() => {
-                            Some(parse_ip("status.loadBalancer.ingress[].ip", ip)?)
+                            let ip = parse_ip("status.loadBalancer.ingress[].ip", ip)?;
+                            validate::load_balancer_ip(ip)?;
+                            Some(ip)
                         }
                         _ => None,
                     },
@@ -369,17 +391,19 @@ impl TryFrom<&corev1::Service> for Service {
                 })
             })
             .collect::<Result<_>>()?;
+        let ports: Vec<ServicePort> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(service_port)
+            .collect::<Result<_>>()?;
+        validate::service_ports(&ports, service_type)?;
         Ok(Service {
             key,
             service_type,
             cluster_ips,
             headless,
-            ports: spec
-                .ports
-                .iter()
-                .flatten()
-                .map(service_port)
-                .collect::<Result<_>>()?,
+            ports,
             session_affinity: session_affinity(spec)?,
             internal_traffic_policy: traffic_policy(
                 "spec.internalTrafficPolicy",

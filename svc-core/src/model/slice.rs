@@ -6,7 +6,7 @@ use k8s_openapi::api::discovery::v1 as discoveryv1;
 
 use super::error::{ModelError, Result};
 use super::service::{non_empty, object_key, parse_ip, parse_port, Protocol};
-use super::{ServiceKey, Str};
+use super::{validate, ServiceKey, Str};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -128,6 +128,7 @@ fn endpoint(ep: &discoveryv1::Endpoint) -> Result<Option<Endpoint>> {
         return Ok(None);
     };
     let address = parse_ip("endpoints[].addresses", first)?;
+    validate::endpoint_ip(address)?;
     let c = ep.conditions.as_ref();
     let ready = c.and_then(|c| c.ready).unwrap_or(true);
     let conditions = Conditions {
@@ -174,6 +175,7 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
 
     fn try_from(es: &discoveryv1::EndpointSlice) -> Result<Self> {
         let key = object_key(&es.metadata)?;
+        validate::slice_key(&key.name, &key.namespace)?;
         let service_name = es
             .metadata
             .labels
@@ -191,7 +193,7 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
             "FQDN" => AddressType::Fqdn,
             other => return Err(ModelError::UnknownAddressType(other.to_string())),
         };
-        let ports = es
+        let ports: Vec<EndpointPort> = es
             .ports
             .iter()
             .flatten()
@@ -207,6 +209,7 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
                 })
             })
             .collect::<Result<_>>()?;
+        validate::slice_ports(&ports)?;
         let endpoints = if address_type == AddressType::Fqdn {
             Vec::new()
         } else {

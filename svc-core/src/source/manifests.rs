@@ -1,20 +1,28 @@
 //! The manifests source: v1 Services and discovery.k8s.io/v1 EndpointSlices from a YAML file
 //! or a directory of them, reloaded when they change.
 //!
-//! A file that does not parse is rejected whole and the last good state stays. An object that
-//! parses but is invalid is skipped and its last good version (if any) stays, as with the API.
+//! Each file stands on its own: a file that does not parse is rejected whole and keeps serving
+//! its last good version while the other files still reload, and [`Status`] reports it. An
+//! object that parses but is invalid is skipped and its last good version (if any) stays, as
+//! with the API. When a changed file is applied (only once its writer is done, and an emptied
+//! file only after a second look) is described in `tracker`.
 
-use std::collections::HashMap;
+mod activity;
+mod status;
+mod tracker;
+mod watch;
+
+pub use status::{FileStatus, Status};
+pub use watch::{run, run_with, start, Options};
+
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
 use serde::Deserialize;
 use thiserror::Error;
-use tokio::sync::mpsc;
 
-use crate::model::{EndpointSlice, Service, ServiceKey, SliceKey};
+use crate::model::{EndpointSlice, ModelError, Service, ServiceKey, SliceKey};
 use crate::store::Event;
 
 /// Why a manifests file or directory could not be loaded.
@@ -45,7 +53,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The objects in a set of manifests, converted; invalid objects are listed by key so that
 /// their last good version can be kept.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Parsed {
     /// Valid Services.
     pub services: Vec<Service>,
@@ -58,6 +66,16 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// Whether there is nothing at all, not even an invalid object.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many objects there are, invalid ones included.
+    pub fn len(&self) -> usize {
+        self.services.len() + self.slices.len() + self.bad_services.len() + self.bad_slices.len()
+    }
+
     /// The two events that replace the store's state with these manifests.
     pub fn into_events(self) -> [Event; 2] {
         [
@@ -73,13 +91,27 @@ impl Parsed {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// `apiVersion` and `kind`, read without copying the document.
 struct TypeMeta {
-    #[serde(default)]
     api_version: String,
-    #[serde(default)]
     kind: String,
+}
+
+impl TypeMeta {
+    fn of(value: &serde_yaml::Value) -> Result<Self, String> {
+        if !value.is_mapping() {
+            return Err("expected a mapping (an object with apiVersion and kind)".into());
+        }
+        let field = |name: &str| match value.get(name) {
+            None | Some(serde_yaml::Value::Null) => Ok(String::new()),
+            Some(serde_yaml::Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(format!("{name}: expected a string")),
+        };
+        Ok(Self {
+            api_version: field("apiVersion")?,
+            kind: field("kind")?,
+        })
+    }
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceKey {
@@ -89,29 +121,55 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
     )
 }
 
+/// Converts one object, logging a failure with the file and document it came from.
+fn convert<K, T>(
+    obj: &K,
+    kind: &'static str,
+    origin: &str,
+    document: usize,
+) -> Result<T, ModelError>
+where
+    K: ::kube::Resource,
+    T: for<'a> TryFrom<&'a K, Error = ModelError>,
+{
+    T::try_from(obj).inspect_err(|error| {
+        let meta = obj.meta();
+        tracing::warn!(
+            file = origin,
+            document,
+            kind,
+            namespace = meta.namespace.as_deref().unwrap_or(""),
+            name = meta.name.as_deref().unwrap_or(""),
+            %error,
+            "skipping invalid object; keeping its last good version, if any"
+        );
+    })
+}
+
 fn parse_into(text: &str, origin: &str, out: &mut Parsed) -> Result<()> {
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
         let err = |message: String| Error::Parse {
             origin: origin.to_string(),
-            document: i + 1,
+            document,
             message,
         };
         let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(e.to_string()))?;
         if value.is_null() {
             continue;
         }
-        let items = match serde_yaml::from_value::<TypeMeta>(value.clone()) {
-            Ok(tm) if tm.kind == "List" || tm.kind.ends_with("List") => value
-                .get("items")
-                .and_then(|v| v.as_sequence())
-                .cloned()
-                .unwrap_or_default(),
-            Ok(_) => vec![value],
-            Err(e) => return Err(err(e.to_string())),
+        let tm = TypeMeta::of(&value).map_err(err)?;
+        let items = if tm.kind.ends_with("List") {
+            match value.get("items") {
+                None | Some(serde_yaml::Value::Null) => Vec::new(),
+                Some(serde_yaml::Value::Sequence(items)) => items.clone(),
+                Some(_) => return Err(err("items: expected a sequence".into())),
+            }
+        } else {
+            vec![value]
         };
         for item in items {
-            let tm: TypeMeta =
-                serde_yaml::from_value(item.clone()).map_err(|e| err(e.to_string()))?;
+            let tm = TypeMeta::of(&item).map_err(err)?;
             match (tm.api_version.as_str(), tm.kind.as_str()) {
                 ("v1", "Service") => {
                     let mut svc: corev1::Service =
@@ -119,7 +177,7 @@ fn parse_into(text: &str, origin: &str, out: &mut Parsed) -> Result<()> {
                     svc.metadata
                         .namespace
                         .get_or_insert_with(|| "default".into());
-                    match super::convert(&svc, "Service") {
+                    match convert(&svc, "Service", origin, document) {
                         Ok(s) => out.services.push(s),
                         Err(_) => out.bad_services.push(key_of(&svc.metadata)),
                     }
@@ -130,7 +188,7 @@ fn parse_into(text: &str, origin: &str, out: &mut Parsed) -> Result<()> {
                     es.metadata
                         .namespace
                         .get_or_insert_with(|| "default".into());
-                    match super::convert(&es, "EndpointSlice") {
+                    match convert(&es, "EndpointSlice", origin, document) {
                         Ok(s) => out.slices.push(s),
                         Err(_) => out.bad_slices.push(key_of(&es.metadata)),
                     }
@@ -144,6 +202,13 @@ fn parse_into(text: &str, origin: &str, out: &mut Parsed) -> Result<()> {
     Ok(())
 }
 
+/// Parses one file's text; `origin` names it in errors and logs.
+pub(crate) fn parse_file(text: &str, origin: &str) -> Result<Parsed> {
+    let mut out = Parsed::default();
+    parse_into(text, origin, &mut out)?;
+    Ok(out)
+}
+
 /// Parses multi-document YAML text.
 ///
 /// # Errors
@@ -154,125 +219,18 @@ pub fn parse_str(text: &str) -> Result<Parsed> {
     Ok(out)
 }
 
-/// The files a path stands for: itself, or the `.yaml`/`.yml`/`.json` files of a directory
-/// (not recursive), sorted by name.
-fn files(path: &Path) -> Result<Vec<PathBuf>> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if !path.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(io)? {
-        let p = entry.map_err(io)?.path();
-        let is_manifest = matches!(
-            p.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        );
-        // Skip hidden files: editors' swap files and Kubernetes ConfigMap `..data` links.
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if is_manifest && !hidden && p.is_file() {
-            files.push(p);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Reads every file of `path` and returns their contents, keyed by file.
-fn read_all(path: &Path) -> Result<Vec<(PathBuf, String)>> {
-    files(path)?
-        .into_iter()
-        .map(|f| {
-            std::fs::read_to_string(&f)
-                .map(|text| (f.clone(), text))
-                .map_err(|source| Error::Io { path: f, source })
-        })
-        .collect()
-}
-
-fn parse_all(contents: &[(PathBuf, String)]) -> Result<Parsed> {
+/// Loads a file or directory once, every file at once (no stability wait).
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::Parse`], for the first file that fails.
+pub fn load(path: &Path) -> Result<Parsed> {
     let mut out = Parsed::default();
-    for (file, text) in contents {
-        parse_into(text, &file.display().to_string(), &mut out)?;
+    for file in tracker::list(path)? {
+        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io {
+            path: file.clone(),
+            source,
+        })?;
+        parse_into(&text, &file.display().to_string(), &mut out)?;
     }
     Ok(out)
-}
-
-/// Loads a file or directory once.
-///
-/// # Errors
-/// [`Error::Io`] or [`Error::Parse`].
-pub fn load(path: &Path) -> Result<Parsed> {
-    parse_all(&read_all(path)?)
-}
-
-/// Watches a manifests path: loads it, sends its state to `events`, then re-reads it every
-/// `interval` and sends the new state whenever the contents changed. An invalid edit is logged
-/// and ignored, so the last good state stays. Returns when the receiver is gone.
-///
-/// Polling the contents, rather than subscribing to inotify, also catches the atomic symlink
-/// swap that Kubernetes uses to update mounted ConfigMaps, and costs nothing for a few files.
-///
-/// # Errors
-/// The first load's error: a source that cannot start should say so at once.
-pub async fn run(path: PathBuf, interval: Duration, events: mpsc::Sender<Event>) -> Result<()> {
-    let mut last: HashMap<PathBuf, String> = HashMap::new();
-    let mut first = true;
-    loop {
-        let loaded = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || read_all(&path)
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(Error::Io {
-                path: path.clone(),
-                source: std::io::Error::other(join),
-            })
-        });
-        match loaded {
-            Ok(contents) => {
-                let changed = first
-                    || contents.len() != last.len()
-                    || contents.iter().any(|(f, t)| last.get(f) != Some(t));
-                if changed {
-                    match parse_all(&contents) {
-                        Ok(parsed) => {
-                            tracing::info!(
-                                path = %path.display(),
-                                services = parsed.services.len(),
-                                slices = parsed.slices.len(),
-                                "loaded manifests"
-                            );
-                            for event in parsed.into_events() {
-                                if events.send(event).await.is_err() {
-                                    return Ok(());
-                                }
-                            }
-                            first = false;
-                        }
-                        Err(e) if first => return Err(e),
-                        Err(error) => {
-                            tracing::error!(%error, "invalid manifests edit ignored; keeping the last good state");
-                        }
-                    }
-                    last = contents.into_iter().collect();
-                }
-            }
-            Err(e) if first => return Err(e),
-            Err(error) => {
-                tracing::error!(%error, "cannot re-read manifests; keeping the last good state")
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = events.closed() => return Ok(()),
-        }
-    }
 }

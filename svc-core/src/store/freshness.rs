@@ -25,9 +25,27 @@ impl ResourceKind {
     }
 }
 
+/// Whether a watch is getting through to the API right now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Connection {
+    /// No request has reached a verdict yet.
+    #[default]
+    Starting,
+    /// The last list or watch request succeeded.
+    Connected,
+    /// Requests fail since `since`; `error` is the last failure.
+    Disconnected {
+        /// When the first failure of this run happened.
+        since: Instant,
+        /// The last error.
+        error: String,
+    },
+}
+
 /// Activity counters of one watch. Sources update them; anyone may read them.
 #[derive(Debug, Default)]
 pub struct WatchFreshness {
+    connection: Mutex<Connection>,
     last_activity: Mutex<Option<Instant>>,
     events: AtomicU64,
     bookmarks: AtomicU64,
@@ -78,6 +96,26 @@ impl WatchFreshness {
     /// Records a failed request or an error event.
     pub fn record_error(&self) {
         self.errors.fetch_add(1, Relaxed);
+    }
+    /// Records a list or watch request that succeeded.
+    pub fn record_connected(&self) {
+        *self.connection.lock() = Connection::Connected;
+    }
+    /// Records a list or watch request that failed; the outage's start is kept.
+    pub fn record_disconnected(&self, error: impl std::fmt::Display) {
+        let mut c = self.connection.lock();
+        let since = match &*c {
+            Connection::Disconnected { since, .. } => *since,
+            _ => Instant::now(),
+        };
+        *c = Connection::Disconnected {
+            since,
+            error: error.to_string(),
+        };
+    }
+    /// Whether the watch is getting through right now.
+    pub fn connection(&self) -> Connection {
+        self.connection.lock().clone()
     }
     /// Reads the counters.
     pub fn stats(&self) -> WatchStats {

@@ -57,6 +57,8 @@ type Claims = Vec<(ServiceKey, VipMatch)>;
 pub(crate) struct Index {
     by_name: HashMap<Str, HashMap<Str, Arc<ServiceSnapshot>>>,
     by_vip: HashMap<VipKey, Claims>,
+    /// Cluster IPs alone (reverse DNS), sorted by key like [`Claims`].
+    by_cluster_ip: HashMap<IpAddr, Vec<(ServiceKey, Arc<ServiceSnapshot>)>>,
     len: usize,
 }
 
@@ -118,6 +120,13 @@ impl Index {
         self.by_vip.get(key).and_then(|c| c.first()).map(|(_, m)| m)
     }
 
+    pub fn cluster_ip(&self, ip: &IpAddr) -> Option<&Arc<ServiceSnapshot>> {
+        self.by_cluster_ip
+            .get(ip)
+            .and_then(|c| c.first())
+            .map(|(_, s)| s)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Arc<ServiceSnapshot>> {
         self.by_name.values().flat_map(|m| m.values())
     }
@@ -149,6 +158,14 @@ impl Index {
             _ => {}
         }
         if let Some(old) = &old {
+            for ip in &old.service.cluster_ips {
+                if let Some(claims) = self.by_cluster_ip.get_mut(ip) {
+                    claims.retain(|(k, _)| k != key);
+                    if claims.is_empty() {
+                        self.by_cluster_ip.remove(ip);
+                    }
+                }
+            }
             for (vip, _) in vips(old) {
                 if let Some(claims) = self.by_vip.get_mut(&vip) {
                     claims.retain(|(k, _)| k != key);
@@ -159,6 +176,11 @@ impl Index {
             }
         }
         if let Some(new) = &snapshot {
+            for ip in &new.service.cluster_ips {
+                let claims = self.by_cluster_ip.entry(*ip).or_default();
+                let at = claims.partition_point(|(k, _)| k < key);
+                claims.insert(at, (key.clone(), new.clone()));
+            }
             for (vip, m) in vips(new) {
                 let claims = self.by_vip.entry(vip).or_default();
                 if let Some(existing) = claims.first() {

@@ -13,11 +13,14 @@
 //!   hostname (or, without one, its IP with dashes: `10-0-0-1`).
 //! - Anything else under the domain: NXDOMAIN with the zone's SOA, so that negative answers are
 //!   cached for no longer than the TTL.
+//! - `d.c.b.a.in-addr.arpa` / `….ip6.arpa` of a Service's cluster IP: PTR to the Service's
+//!   name, as CoreDNS's kubernetes plugin answers ([`Zone::reverse`]). Other reverse names are
+//!   not ours.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use svc_core::model::{Endpoint, Protocol, ServiceType};
 use svc_core::store::ServiceSnapshot;
@@ -127,6 +130,21 @@ impl Zone {
             },
             _ => Answer::NxDomain,
         }
+    }
+
+    /// Answers a reverse name (`in-addr.arpa`, `ip6.arpa`) when it is a Service's cluster IP:
+    /// PTR to `svc.ns.svc.<domain>.` (NODATA for other types). `None` when the name is not
+    /// such an address, so that it goes where names outside the zone go.
+    pub fn reverse(&self, name: &Name, qtype: RecordType) -> Option<Answer> {
+        let ip = arpa_ip(name)?;
+        let snapshot = self.store.lookup_cluster_ip(ip)?;
+        let key = &snapshot.service.key;
+        let target = self.service_name(&key.name, &key.namespace)?;
+        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            return Some(self.records(vec![], vec![]));
+        }
+        let ptr = Record::from_rdata(name.to_lowercase(), self.ttl, RData::PTR(PTR(target)));
+        Some(self.records(vec![ptr], vec![]))
     }
 
     fn records(&self, answers: Vec<Record>, additionals: Vec<Record>) -> Answer {
@@ -249,6 +267,39 @@ fn published(s: &ServiceSnapshot) -> impl Iterator<Item = &Arc<Endpoint>> {
         .filter(move |e| all || e.conditions.ready)
 }
 
+/// The address a reverse name stands for: `d.c.b.a.in-addr.arpa.` or the 32 nibbles of
+/// `….ip6.arpa.`; `None` for anything else (partial names included).
+fn arpa_ip(name: &Name) -> Option<IpAddr> {
+    let name = name.to_lowercase();
+    let labels: Vec<&[u8]> = name.iter().collect();
+    match labels.as_slice() {
+        [d, c, b, a, b"in-addr", b"arpa"] => {
+            let octet = |l: &[u8]| -> Option<u8> {
+                // Canonical decimal only: no sign, no leading zeros.
+                if l.is_empty() || l.len() > 3 || (l.len() > 1 && l[0] == b'0') {
+                    return None;
+                }
+                std::str::from_utf8(l).ok()?.parse().ok()
+            };
+            Some(IpAddr::V4(Ipv4Addr::new(
+                octet(a)?,
+                octet(b)?,
+                octet(c)?,
+                octet(d)?,
+            )))
+        }
+        [nibbles @ .., b"ip6", b"arpa"] if nibbles.len() == 32 => {
+            let mut bits = 0u128;
+            for l in nibbles.iter().rev() {
+                let [n] = l else { return None };
+                bits = (bits << 4) | u128::from((*n as char).to_digit(16)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(bits)))
+        }
+        _ => None,
+    }
+}
+
 /// An endpoint's DNS label: its hostname, or its IP with dashes.
 fn hostname(e: &Endpoint) -> String {
     match &e.hostname {
@@ -341,6 +392,44 @@ endpoints:
             z.answer(&name("web.shop.pod.cluster.local."), RecordType::A),
             Answer::NxDomain
         );
+    }
+
+    #[test]
+    fn reverse_names_of_cluster_ips_get_ptr_records() {
+        let z = zone(&format!(
+            "{YAML}---\napiVersion: v1\nkind: Service\nmetadata: {{name: six, namespace: shop}}\nspec: {{clusterIP: \"fd00::1:7\", ports: [{{port: 80}}]}}\n"
+        ));
+        assert_eq!(
+            z.reverse(&name("7.0.0.10.in-addr.arpa."), RecordType::PTR)
+                .map(|a| rdata(&a)),
+            Some(vec!["web.shop.svc.cluster.local.".to_string()])
+        );
+        let six = "7.0.0.0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";
+        assert_eq!(
+            z.reverse(&name(six), RecordType::PTR).map(|a| rdata(&a)),
+            Some(vec!["six.shop.svc.cluster.local.".to_string()])
+        );
+        assert_eq!(
+            z.reverse(&name("7.0.0.10.IN-ADDR.ARPA."), RecordType::A)
+                .map(|a| rdata(&a)),
+            Some(vec![]),
+            "NODATA for other types"
+        );
+        for not_ours in [
+            "8.0.0.10.in-addr.arpa.",
+            "0.0.10.in-addr.arpa.",
+            "07.0.0.10.in-addr.arpa.",
+            "7.0.0.256.in-addr.arpa.",
+            "x.7.0.0.10.in-addr.arpa.",
+            "1.ip6.arpa.",
+            "example.com.",
+        ] {
+            assert_eq!(
+                z.reverse(&name(not_ours), RecordType::PTR),
+                None,
+                "{not_ours}"
+            );
+        }
     }
 
     #[test]

@@ -8,15 +8,20 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use svc_tower::error::{BoxError, ConnectFailed, MissingAuthority, NoEndpoints};
+use svc_tower::error::{
+    BoxError, ConnectFailed, MissingAuthority, NoEndpoints, RequestBodyFailed, RequestFailed,
+    ResponseTimeout,
+};
 use svc_tower::layer::{Balance, Destination, NoFallback};
 
 use super::body::Counted;
-use crate::target::Target;
+use super::expect::{expects_continue, ClientBody, Continue};
+use super::headers::strip_hop_by_hop;
+use crate::target::{Mode, Target};
 
-/// The request body sent upstream: the client's, counted.
-pub type RequestBody = Counted<Incoming>;
+/// The request body sent upstream: the client's (held back until the endpoint asks for it,
+/// under `Expect: 100-continue`), counted.
+pub type RequestBody = Counted<ClientBody>;
 
 /// The response body: the endpoint's (counted), or one the proxy made up for an error.
 pub type Body = Either<Counted<Incoming>, Full<Bytes>>;
@@ -30,22 +35,29 @@ pub struct Proxy {
     pub client: SocketAddr,
     balance: Balance<NoFallback, RequestBody>,
     destination: Destination,
+    mode: Mode,
+    /// Set by the first request: until then, the connection is on the header read timeout.
+    pub(super) started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
-    /// The proxy for one connection from `client`, sending requests to `destination`.
+    /// The proxy for one connection from `client` to a listener in `mode`, sending requests
+    /// to `destination`.
     pub fn new(
         target: Arc<Target>,
         balance: Balance<NoFallback, RequestBody>,
         destination: &Destination,
         client: SocketAddr,
+        mode: Mode,
     ) -> Self {
         let destination = destination.clone().client(client.ip());
         Self {
+            mode,
             target,
             client,
             balance,
             destination,
+            started: Arc::default(),
         }
     }
 }
@@ -58,6 +70,8 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
     >;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let this = self.clone();
         Box::pin(async move {
             let resp = this.proxy(req).await;
@@ -76,16 +90,32 @@ fn error(status: StatusCode, msg: &'static str) -> Response<Body> {
 }
 
 /// The status a failed request gets, as Envoy answers: 503 when no endpoint could be reached
-/// (none eligible, or every connect failed), 502 when the endpoint failed the request.
+/// (none eligible, or every connect failed), 504 when the endpoint did not answer in time,
+/// 502 when the endpoint failed the request, 400 when the client's own body was broken.
 fn error_response(e: &BoxError) -> Response<Body> {
     if e.is::<NoEndpoints>() {
         error(StatusCode::SERVICE_UNAVAILABLE, "no endpoints available\n")
     } else if e.is::<ConnectFailed>() {
         error(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed\n")
+    } else if e.is::<ResponseTimeout>() {
+        error(StatusCode::GATEWAY_TIMEOUT, "upstream response timeout\n")
+    } else if e.is::<RequestBodyFailed>() {
+        error(StatusCode::BAD_REQUEST, "invalid request body\n")
     } else if e.is::<MissingAuthority>() {
         error(StatusCode::BAD_REQUEST, "missing Host\n")
     } else {
         error(StatusCode::BAD_GATEWAY, "upstream request failed\n")
+    }
+}
+
+/// The endpoint a failure is about, if it is one's.
+fn failed_endpoint(e: &BoxError) -> Option<SocketAddr> {
+    if let Some(e) = e.downcast_ref::<ConnectFailed>() {
+        Some(e.addr)
+    } else if let Some(e) = e.downcast_ref::<ResponseTimeout>() {
+        Some(e.endpoint)
+    } else {
+        e.downcast_ref::<RequestFailed>().map(|e| e.endpoint)
     }
 }
 
@@ -94,18 +124,44 @@ impl Proxy {
         if req.method() == http::Method::CONNECT {
             return error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
         }
+        // RFC 9112 §3.2: which Host would the endpoint believe? Neither.
+        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+            return error(StatusCode::BAD_REQUEST, "more than one Host header\n");
+        }
         let upgrade = upgrade_of(req.headers()).filter(|_| req.version() == http::Version::HTTP_11);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        if upgrade.is_none() && req.headers().contains_key(header::UPGRADE) {
+            // An h2c upgrade is served as the plain HTTP/1.1 request it also is.
+            req.headers_mut().remove(HTTP2_SETTINGS);
+        }
         strip_hop_by_hop(req.headers_mut());
         if let Some(protocol) = &upgrade {
             keep_upgrade(req.headers_mut(), protocol.clone());
         }
+        // hyper's HTTP/2 client reports no 1xx answers: only HTTP/1.1 endpoints (`http`
+        // ports) can decide a `100-continue` (see `expect`).
+        let decision = (self.mode == Mode::Http
+            && expects_continue(req.version(), req.headers(), req.body()))
+        .then(Arc::<Continue>::default);
         let metrics = &self.target.metrics;
-        let req = req.map(|body| Counted::new(body, metrics.rx.clone()));
-        let mut resp = match self.balance.send_to(req, &self.destination).await {
+        let mut req = req
+            .map(|body| Counted::new(ClientBody::new(body, decision.clone()), metrics.rx.clone()));
+        if let Some(d) = &decision {
+            let d = d.clone();
+            hyper::ext::on_informational(&mut req, move |informational| {
+                if informational.status() == StatusCode::CONTINUE {
+                    d.open();
+                }
+            });
+        }
+        let sent = self.balance.send_to(req, &self.destination).await;
+        if let Some(d) = &decision {
+            d.close();
+        }
+        let mut resp = match sent {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::debug!(service = %self.target.service, client = %self.client, error = %e, "request failed");
+                self.log_failure(&e);
                 return error_response(&e);
             }
         };
@@ -117,7 +173,7 @@ impl Proxy {
         {
             keep_upgrade(resp.headers_mut(), protocol);
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            self.target.ctx.drain.spawn(tunnel(
+            self.target.ctx.drain.spawn(super::tunnel::tunnel(
                 self.target.clone(),
                 client_upgrade,
                 upstream_upgrade,
@@ -125,42 +181,36 @@ impl Proxy {
         }
         resp.map(|b| Either::Left(Counted::new(b, metrics.tx.clone())))
     }
+
+    /// Failures of endpoints at WARN, at most one line per endpoint per interval; the rest
+    /// (no endpoints, bad requests) at debug.
+    fn log_failure(&self, e: &BoxError) {
+        let service = &self.target.service;
+        match failed_endpoint(e) {
+            Some(endpoint) => {
+                let warnings = &self.target.ctx.endpoint_warnings;
+                if let Some(failures) = warnings.hit((endpoint, "http")) {
+                    tracing::warn!(%service, %endpoint, error = %e, failures,
+                        "request to the endpoint failed (logged once per endpoint per 10 s; failures: how many since the last line)");
+                }
+            }
+            None => {
+                tracing::debug!(%service, client = %self.client, error = %e, "request failed");
+            }
+        }
+    }
 }
 
-/// Joins an upgraded client connection to the upgraded endpoint connection.
-async fn tunnel(
-    target: Arc<Target>,
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
-        Err(error) => {
-            tracing::debug!(service = %target.service, %error, "upgrade failed");
-            return;
-        }
-    };
-    let args = &target.ctx.args;
-    let metrics = &target.metrics;
-    let end = crate::tcp::copy::bidirectional_io(
-        TokioIo::new(client),
-        TokioIo::new(upstream),
-        args.buffer_size,
-        args.idle_timeout,
-        crate::tcp::copy::Counters {
-            rx: &metrics.rx,
-            tx: &metrics.tx,
-        },
-    )
-    .await;
-    tracing::debug!(service = %target.service, ?end, "upgraded connection ended");
-}
+/// The header an h2c upgrade carries its HTTP/2 settings in.
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// The protocol an HTTP/1.1 message asks to upgrade to (`Connection: upgrade` plus an
-/// `Upgrade` header).
+/// `Upgrade` header). `h2c` is never one: the proxy speaks HTTP/2 to clients itself (with prior
+/// knowledge), and RFC 9113 §3.1 retired the upgrade; a request offering only `h2c` is served
+/// as plain HTTP/1.1, and `h2c` is dropped from a list of offers.
 fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
     // `Upgrade` first: almost no message has one, so this is one lookup per message.
-    let protocol = headers.get(header::UPGRADE)?;
+    let protocol = without_h2c(headers.get(header::UPGRADE)?)?;
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -170,95 +220,31 @@ fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
     asks.then(|| protocol.clone())
 }
 
+/// `Upgrade`'s value without `h2c`; `None` if nothing else is offered.
+fn without_h2c(offer: &HeaderValue) -> Option<HeaderValue> {
+    let is_h2c = |t: &str| t.trim().eq_ignore_ascii_case("h2c");
+    let Ok(text) = offer.to_str() else {
+        return Some(offer.clone());
+    };
+    if !text.split(',').any(is_h2c) {
+        return Some(offer.clone());
+    }
+    let rest: Vec<&str> = text
+        .split(',')
+        .filter(|t| !is_h2c(t))
+        .map(str::trim)
+        .collect();
+    (!rest.is_empty()).then(|| HeaderValue::from_str(&rest.join(", ")).ok())?
+}
+
 fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Headers that belong to one hop (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first, since a removal costs a hash lookup per name: most
-    // requests carry no hop-by-hop header, most responses `Connection: keep-alive` alone.
-    let mut present = 0u8;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-        }
-    }
-    if present == 0 {
-        return;
-    }
-    let lists_others = headers.get_all(header::CONNECTION).iter().any(|v| {
-        let v = v.as_bytes();
-        !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close")
-    });
-    if lists_others {
-        // Headers named by Connection are hop-by-hop too. `close` names none, and the
-        // standard ones are handled below; this allocates only for other names.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !t.eq_ignore_ascii_case("close")
-                    && !HOP_BY_HOP
-                        .iter()
-                        .any(|h| t.eq_ignore_ascii_case(h.as_str()))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in &named {
-            headers.remove(name);
-        }
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(name);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-hop"));
-        h.insert("x-hop", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-end", HeaderValue::from_static("2"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-end"));
-    }
-
-    #[test]
-    fn messages_without_hop_by_hop_headers_are_untouched() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        h.append("x-a", HeaderValue::from_static("1"));
-        h.append("x-a", HeaderValue::from_static("2"));
-        let before = h.clone();
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h, before);
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h, before);
-    }
 
     #[test]
     fn upgrade_needs_both_headers() {
@@ -269,6 +255,19 @@ mod tests {
             header::CONNECTION,
             HeaderValue::from_static("keep-alive, Upgrade"),
         );
+        assert_eq!(upgrade_of(&h), Some(HeaderValue::from_static("websocket")));
+    }
+
+    #[test]
+    fn h2c_is_never_an_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("H2C"));
+        assert_eq!(upgrade_of(&h), None);
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c, websocket"));
         assert_eq!(upgrade_of(&h), Some(HeaderValue::from_static("websocket")));
     }
 }

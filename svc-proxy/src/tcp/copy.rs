@@ -1,11 +1,17 @@
 //! The bidirectional copy of a TCP flow.
 //!
-//! Each direction reads into its own fixed buffer and writes it all out before reading again,
-//! so a flow holds at most two buffers however fast one side is and however slow the other.
-//! End of stream in one direction is passed on as a FIN (`shutdown(Write)`) while the other
-//! direction keeps flowing: a client that half-closes still gets the whole response. The flow
-//! ends when both directions have ended, when either fails, or when nothing moved in either
-//! direction for the idle timeout.
+//! Each direction waits until its socket has data, then takes a buffer from the thread's pool
+//! ([`super::buffers`]), reads and writes everything out before reading again, and gives the
+//! buffer back as soon as a read would block. A flow thus holds at most two buffers while data
+//! moves, however fast one side is and however slow the other, and none while it is idle
+//! (which is what most flows are, most of the time). End of stream in one direction is passed
+//! on as a FIN (`shutdown(Write)`) while the other direction keeps flowing: a client that
+//! half-closes still gets the whole response. The flow ends when both directions have ended,
+//! when either fails, or when nothing moved in either direction for the idle timeout.
+//!
+//! Byte streams that are not a `TcpStream` (an upgraded HTTP connection) cannot be waited on
+//! without a read, so they first read into a small buffer inside the flow and switch to a
+//! pooled buffer while reads come back full.
 //!
 //! `splice(2)` (socket → pipe → socket, no copy to userspace) was measured against this and
 //! against `tokio::io::copy_bidirectional` with `benches/copy.rs` (one proxied flow on loopback,
@@ -15,14 +21,21 @@
 //! run. splice is not clearly faster, so we keep the plain copy: no `unsafe`, no pipes (two more
 //! descriptors per flow), and it carries the idle timeout and the byte counters.
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use super::buffers::Buffer;
+
+/// What a byte stream that is not a socket reads into while it waits for data.
+const SMALL_READ: usize = 512;
 
 /// How a flow ended.
 #[derive(Debug)]
@@ -42,6 +55,57 @@ pub struct Counters<'a> {
     pub rx: &'a Counter,
     /// Endpoint to client.
     pub tx: &'a Counter,
+}
+
+/// When something last moved, shared by both directions for the idle timeout, and when the
+/// first bytes moved each way if the caller asked ([`bidirectional_timed`]).
+struct Activity<'a> {
+    start: Instant,
+    last: AtomicU64,
+    first: Option<&'a FirstBytes>,
+}
+
+/// The direction of one half of a flow.
+#[derive(Clone, Copy)]
+enum Way {
+    /// Client to endpoint.
+    Up,
+    /// Endpoint to client.
+    Down,
+}
+
+impl<'a> Activity<'a> {
+    fn new(first: Option<&'a FirstBytes>) -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            first,
+        }
+    }
+
+    fn touch(&self, way: Way) {
+        let at = self.start.elapsed().as_nanos() as u64;
+        self.last.store(at, Relaxed);
+        if let Some(first) = self.first {
+            let first = match way {
+                Way::Up => &first.up,
+                Way::Down => &first.down,
+            };
+            if first.load(Relaxed) == 0 {
+                let _ = first.compare_exchange(0, at + 1, Relaxed, Relaxed);
+            }
+        }
+    }
+
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let deadline = self.start + Duration::from_nanos(self.last.load(Relaxed)) + timeout;
+            if deadline <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
 }
 
 /// Copies between `client` and `server` until the flow ends; see the module docs.
@@ -88,15 +152,38 @@ pub async fn bidirectional_timed(
     first: Option<&FirstBytes>,
 ) -> CopyEnd {
     // TcpStream's borrowed halves are free; `tokio::io::split` would lock on every call.
-    let (cr, cw) = client.split();
-    let (sr, sw) = server.split();
-    let halves = ((cr, cw), (sr, sw));
-    join_halves(halves, buffer_size, idle_timeout, counters, first).await
+    let (cr, mut cw) = client.split();
+    let (sr, mut sw) = server.split();
+    let activity = Activity::new(first);
+    let size = buffer_size.max(1024);
+    let up = socket_one_way(&cr, &mut sw, size, &activity, Way::Up, counters.rx);
+    let down = socket_one_way(&sr, &mut cw, size, &activity, Way::Down, counters.tx);
+    join(up, down, &activity, idle_timeout).await
 }
 
-/// [`bidirectional`] for any byte streams (an upgraded HTTP connection, say), split with
-/// `tokio::io::split`.
-pub async fn bidirectional_io<C, S>(
+/// [`bidirectional`] for any byte stream on the client side (an upgraded HTTP connection,
+/// say) and a socket on the server side.
+pub async fn bidirectional_io<C>(
+    client: C,
+    server: &mut TcpStream,
+    buffer_size: usize,
+    idle_timeout: Duration,
+    counters: Counters<'_>,
+) -> CopyEnd
+where
+    C: AsyncRead + AsyncWrite,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (sr, mut sw) = server.split();
+    let activity = Activity::new(None);
+    let size = buffer_size.max(1024);
+    let up = stream_one_way(&mut cr, &mut sw, size, &activity, Way::Up, counters.rx);
+    let down = socket_one_way(&sr, &mut cw, size, &activity, Way::Down, counters.tx);
+    join(up, down, &activity, idle_timeout).await
+}
+
+/// [`bidirectional`] for two byte streams that are not sockets.
+pub async fn bidirectional_streams<C, S>(
     client: C,
     server: S,
     buffer_size: usize,
@@ -107,96 +194,110 @@ where
     C: AsyncRead + AsyncWrite,
     S: AsyncRead + AsyncWrite,
 {
-    let client = tokio::io::split(client);
-    let server = tokio::io::split(server);
-    join_halves((client, server), buffer_size, idle_timeout, counters, None).await
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut sr, mut sw) = tokio::io::split(server);
+    let activity = Activity::new(None);
+    let size = buffer_size.max(1024);
+    let up = stream_one_way(&mut cr, &mut sw, size, &activity, Way::Up, counters.rx);
+    let down = stream_one_way(&mut sr, &mut cw, size, &activity, Way::Down, counters.tx);
+    join(up, down, &activity, idle_timeout).await
 }
 
-type Halves<CR, CW, SR, SW> = ((CR, CW), (SR, SW));
-
-async fn join_halves<CR, CW, SR, SW>(
-    ((mut cr, mut cw), (mut sr, mut sw)): Halves<CR, CW, SR, SW>,
-    buffer_size: usize,
+async fn join(
+    up: impl Future<Output = io::Result<()>>,
+    down: impl Future<Output = io::Result<()>>,
+    activity: &Activity<'_>,
     idle_timeout: Duration,
-    counters: Counters<'_>,
-    first: Option<&FirstBytes>,
-) -> CopyEnd
-where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
-{
-    let start = Instant::now();
-    let last = AtomicU64::new(0);
-    let up_first = first.map(|f| &f.up);
-    let down_first = first.map(|f| &f.down);
-    let up = one_way(
-        &mut cr,
-        &mut sw,
-        buffer_size,
-        start,
-        &last,
-        counters.rx,
-        up_first,
-    );
-    let down = one_way(
-        &mut sr,
-        &mut cw,
-        buffer_size,
-        start,
-        &last,
-        counters.tx,
-        down_first,
-    );
-    let idle = async {
-        loop {
-            let deadline = start + Duration::from_nanos(last.load(Relaxed)) + idle_timeout;
-            if deadline <= Instant::now() {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
+) -> CopyEnd {
     tokio::select! {
         done = futures::future::try_join(up, down) => match done {
             Ok(_) => CopyEnd::Closed,
             Err(e) => CopyEnd::Error(e),
         },
-        _ = idle => CopyEnd::Idle,
+        _ = activity.idle_for(idle_timeout) => CopyEnd::Idle,
     }
 }
 
-async fn one_way<R, W>(
+/// One direction from a socket: no buffer is held while the socket has nothing to read.
+async fn socket_one_way<W>(
+    r: &ReadHalf<'_>,
+    w: &mut W,
+    buffer_size: usize,
+    activity: &Activity<'_>,
+    way: Way,
+    bytes: &Counter,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        r.readable().await?;
+        let mut buf = Buffer::take(buffer_size);
+        loop {
+            buf.clear();
+            match r.try_read_buf(&mut *buf) {
+                Ok(0) => return end_of_stream(w).await,
+                Ok(n) => {
+                    activity.touch(way);
+                    w.write_all(&buf).await?;
+                    bytes.inc_by(n as u64);
+                }
+                // Drained: the buffer goes back to the pool until the next burst.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One direction from any byte stream: waits in a small buffer, and reads into a pooled one
+/// only while reads come back full (more is waiting).
+async fn stream_one_way<R, W>(
     r: &mut R,
     w: &mut W,
     buffer_size: usize,
-    start: Instant,
-    last: &AtomicU64,
+    activity: &Activity<'_>,
+    way: Way,
     bytes: &Counter,
-    first: Option<&AtomicU64>,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; buffer_size.max(1024)];
+    let mut small = [0u8; SMALL_READ];
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = r.read(&mut small).await?;
         if n == 0 {
-            // Pass the FIN on. The peer may have closed already, which ends this direction
-            // just the same.
-            let _ = w.shutdown().await;
-            return Ok(());
+            return end_of_stream(w).await;
         }
-        let at = start.elapsed().as_nanos() as u64;
-        last.store(at, Relaxed);
-        if let Some(first) = first {
-            let _ = first.compare_exchange(0, at + 1, Relaxed, Relaxed);
-        }
-        w.write_all(&buf[..n]).await?;
+        activity.touch(way);
+        w.write_all(&small[..n]).await?;
         bytes.inc_by(n as u64);
+        if n < SMALL_READ {
+            continue;
+        }
+        let mut buf = Buffer::take(buffer_size);
+        loop {
+            buf.clear();
+            let n = r.read_buf(&mut *buf).await?;
+            if n == 0 {
+                return end_of_stream(w).await;
+            }
+            activity.touch(way);
+            w.write_all(&buf).await?;
+            bytes.inc_by(n as u64);
+            if n < buf.capacity() {
+                break;
+            }
+        }
     }
+}
+
+/// Passes the FIN on. The peer may have closed already, which ends this direction just the
+/// same.
+async fn end_of_stream<W: AsyncWrite + Unpin>(w: &mut W) -> io::Result<()> {
+    let _ = w.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -243,6 +344,55 @@ mod tests {
         assert_eq!(got, b"response after the client's FIN");
         let (rx, tx) = proxy.await.unwrap();
         assert_eq!((rx, tx), (7, 31));
+    }
+
+    /// Item 7 of the hardening issue: an idle flow held two 64 KiB buffers.
+    #[tokio::test]
+    async fn idle_flows_hold_no_buffer() {
+        let (mut client, mut c2) = pair().await;
+        let (mut s1, mut server) = pair().await;
+        let proxy = tokio::spawn(async move {
+            let (rx, tx) = (Counter::default(), Counter::default());
+            let c = Counters { rx: &rx, tx: &tx };
+            bidirectional(&mut c2, &mut s1, 4096, Duration::from_secs(60), c).await
+        });
+        for _ in 0..3 {
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            server.read_exact(&mut got).await.unwrap();
+            server.write_all(b"pong").await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+            // This runtime has one thread: the proxy task has gone back to waiting on both
+            // sockets, without a buffer.
+            tokio::task::yield_now().await;
+            assert_eq!(Buffer::lent(), 0);
+        }
+        assert!(!proxy.is_finished());
+        proxy.abort();
+    }
+
+    /// A byte stream that is not a socket, bulk one way: every byte arrives, in order.
+    #[tokio::test]
+    async fn streams_switch_to_pooled_buffers_and_back() {
+        let (client, mut far_client) = tokio::io::duplex(1 << 20);
+        let (s1, mut server) = pair().await;
+        let proxy = tokio::spawn(async move {
+            let (rx, tx) = (Counter::default(), Counter::default());
+            let c = Counters { rx: &rx, tx: &tx };
+            let mut s1 = s1;
+            bidirectional_io(client, &mut s1, 4096, Duration::from_secs(60), c).await;
+            (rx.get(), tx.get())
+        });
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        far_client.write_all(&data).await.unwrap();
+        far_client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert!(got == data, "{} bytes arrived of {}", got.len(), data.len());
+        drop(server);
+        let mut rest = Vec::new();
+        far_client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(proxy.await.unwrap(), (300_000, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,6 +28,9 @@ impl Drop for ActiveGuard<'_> {
 
 /// Forwards one accepted connection.
 pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAddr) {
+    if super::refused(&client, &target) {
+        return;
+    }
     let m = &target.metrics;
     m.connections.inc();
     m.active.inc();
@@ -56,13 +59,17 @@ pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAdd
         },
         Some(&first),
     );
-    let end = if args.reset_removed {
-        tokio::select! {
-            end = copy => Some(end),
-            _ = removed(target.sets.clone(), endpoint) => None,
+    let removed = async {
+        if args.reset_removed {
+            removed(target.sets.clone(), endpoint).await
+        } else {
+            std::future::pending().await
         }
-    } else {
-        Some(copy.await)
+    };
+    let end = tokio::select! {
+        end = copy => Ok(end),
+        _ = removed => Err(Cut::Removed),
+        _ = target.ctx.drain.cutting() => Err(Cut::DrainDeadline),
     };
     // The pick was held for the whole flow, so that the balancer counted it as an open
     // connection (TCP mode balances least-connections). The latency sample, which only breaks
@@ -70,28 +77,42 @@ pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAdd
     // greet); the connect time when it sent none.
     pick.success(first.latency().unwrap_or(rtt));
     match end {
-        Some(CopyEnd::Closed) => {}
-        Some(CopyEnd::Idle) => {
+        Ok(CopyEnd::Closed) => {}
+        Ok(CopyEnd::Idle) => {
             tracing::debug!(service = %target.service, client = %peer, %endpoint, "idle timeout");
         }
-        Some(CopyEnd::Error(error)) => {
+        Ok(CopyEnd::Error(error)) => {
             // Pass a reset on as a reset, so that neither side mistakes a cut flow for a
             // complete one.
             tracing::debug!(service = %target.service, client = %peer, %endpoint, %error, "flow failed");
             reset(&client);
             reset(&server);
         }
-        None => {
+        Err(Cut::Removed) => {
             tracing::info!(service = %target.service, client = %peer, %endpoint,
                 "endpoint removed; resetting flow (--reset-removed)");
+            reset(&client);
+            reset(&server);
+        }
+        Err(Cut::DrainDeadline) => {
+            tracing::debug!(service = %target.service, client = %peer, %endpoint,
+                "drain deadline passed; resetting flow");
             reset(&client);
             reset(&server);
         }
     }
 }
 
+/// Why a flow was cut short.
+enum Cut {
+    /// Its endpoint left the Service (`--reset-removed`).
+    Removed,
+    /// Shutdown's drain deadline passed (with `--drain-deadline-close reset`).
+    DrainDeadline,
+}
+
 /// Makes the socket send RST instead of FIN when dropped.
-fn reset(stream: &TcpStream) {
+pub(crate) fn reset(stream: &TcpStream) {
     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
@@ -122,6 +143,7 @@ pub struct Connected {
 /// Connects to a picked endpoint, trying up to [`CONNECT_ATTEMPTS`] different ones.
 pub async fn connect(target: &Target, client: IpAddr) -> Option<Connected> {
     let timeout = target.ctx.args.connect_timeout;
+    let warnings = &target.ctx.endpoint_warnings;
     let mut tried: Vec<SocketAddr> = Vec::with_capacity(CONNECT_ATTEMPTS);
     for _ in 0..CONNECT_ATTEMPTS {
         let pick = match target.pick(client, &tried) {
@@ -150,19 +172,29 @@ pub async fn connect(target: &Target, client: IpAddr) -> Option<Connected> {
             }
             Ok(Err(error)) if crate::tcp::listener::is_resource_exhaustion(&error) => {
                 // Our own problem, not the endpoint's: no failure report, no retry.
-                tracing::warn!(service = %target.service, endpoint = %addr, %error, "cannot open a socket to the endpoint");
+                if let Some(failures) = warnings.hit((addr, "socket")) {
+                    tracing::warn!(service = %target.service, endpoint = %addr, %error, failures,
+                        "cannot open a socket to the endpoint (logged once per endpoint per 10 s; failures: how many since the last line)");
+                }
                 return None;
             }
             Ok(Err(error)) => {
-                tracing::debug!(service = %target.service, endpoint = %addr, %error, "connect failed; trying another endpoint");
+                if let Some(failures) = warnings.hit((addr, "connect")) {
+                    tracing::warn!(service = %target.service, endpoint = %addr, %error, failures,
+                        "cannot connect to the endpoint (logged once per endpoint per 10 s; failures: how many since the last line)");
+                }
                 target.failed(pick);
             }
             Err(_) => {
-                tracing::debug!(service = %target.service, endpoint = %addr, ?timeout, "connect timed out; trying another endpoint");
+                if let Some(failures) = warnings.hit((addr, "connect")) {
+                    tracing::warn!(service = %target.service, endpoint = %addr, ?timeout, failures,
+                        "connecting to the endpoint timed out (logged once per endpoint per 10 s; failures: how many since the last line)");
+                }
                 target.failed(pick);
             }
         }
     }
-    tracing::warn!(service = %target.service, port = target.port, %client, tried = ?tried, "no endpoint accepted the connection");
+    // Each endpoint's failure was reported above (throttled); the client gets a reset.
+    tracing::debug!(service = %target.service, port = target.port, %client, tried = ?tried, "no endpoint accepted the connection");
     None
 }

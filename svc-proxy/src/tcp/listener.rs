@@ -11,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 /// How long to stop accepting after running out of file descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Binds a TCP listener on `addr` (with `SO_REUSEADDR`, and `IP_FREEBIND` when `freebind`,
-/// so that an address still being added to the managed interface can be bound).
+/// Binds a non-blocking TCP listener on `addr` (with `SO_REUSEADDR`, and `IP_FREEBIND` when
+/// `freebind`, so that an address still being added to the managed interface can be bound).
+/// It is not registered with any runtime yet: the worker that accepts on it does that.
 ///
 /// # Errors
 /// The socket error.
-pub fn listen(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
+pub fn listen(addr: SocketAddr, freebind: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -28,7 +29,7 @@ pub fn listen(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 pub(crate) fn set_freebind(socket: &Socket, addr: SocketAddr) -> io::Result<()> {

@@ -211,3 +211,86 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
 }
+
+/// A GET over a fresh connection without spawning a client (for tight polling loops):
+/// `(status, body)`, or `None` when the server did not answer.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The IPv4 TCP sockets listening in this network namespace now, from `/proc/net/tcp`.
+pub fn listening_sockets() -> std::collections::HashSet<SocketAddr> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            if state != "0A" {
+                return None;
+            }
+            let (ip, port) = local.split_once(':')?;
+            // The address is the kernel's u32 in host (little-endian) order, the port big-endian.
+            let ip = u32::from_str_radix(ip, 16).ok()?;
+            let ip = std::net::Ipv4Addr::from(ip.to_le_bytes());
+            let port = u16::from_str_radix(port, 16).ok()?;
+            Some(SocketAddr::from((ip, port)))
+        })
+        .collect()
+}
+
+/// Descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// `text` without ANSI colour sequences (the proxy's log colours its fields).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (0x40..=0x7e).
+            for c in chars.by_ref() {
+                if ('\u{40}'..='\u{7e}').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Polls `/readyz` every millisecond until it answers 200, so that the caller sees the state
+/// at (nearly) the moment readiness was first reported.
+pub async fn first_ready(admin: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !matches!(http_get(admin, "/readyz").await, Some((200, _))) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {:?}",
+            http_get(admin, "/readyz?verbose").await
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::discovery::{core_versions, groups, resources, version};
 use super::query::{list_options, watch_options, Query};
 use super::shared::Shared;
-use super::status::{error, json_response, status_response, RespBody};
+use super::status::{error, full, json_response, status_response, RespBody};
 use super::watch;
 use crate::faults::Failure;
 use crate::kind::Kind;
@@ -24,6 +24,8 @@ const MAX_BODY: usize = 4 << 20;
 /// A parsed request path.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
+    /// `/readyz`, `/livez`, `/healthz`: `ok` while the server is up.
+    Health,
     Version,
     CoreVersions,
     Groups,
@@ -52,6 +54,7 @@ impl Route {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
             ["version"] => return Route::Version,
+            ["readyz" | "livez" | "healthz"] => return Route::Health,
             ["api"] => return Route::CoreVersions,
             ["apis"] => return Route::Groups,
             _ => {}
@@ -130,6 +133,10 @@ async fn dispatch(
 ) -> Response<RespBody> {
     let method = req.method().clone();
     match (method, route) {
+        (Method::GET, Route::Health) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(full("ok"))
+            .unwrap_or_default(),
         (Method::GET, Route::Version) => json_response(200, &version()),
         (Method::GET, Route::CoreVersions) => json_response(200, &core_versions()),
         (Method::GET, Route::Groups) => json_response(200, &groups()),
@@ -387,6 +394,7 @@ mod tests {
             Route::Resources(eps)
         );
         assert_eq!(Route::parse("/version"), Route::Version);
+        assert_eq!(Route::parse("/readyz"), Route::Health);
         assert_eq!(Route::parse("/api/v1/pods"), Route::NotFound);
         assert_eq!(Route::parse("/api/v1/endpointslices"), Route::NotFound);
         assert_eq!(Route::parse("/api/v1/services/x"), Route::NotFound);

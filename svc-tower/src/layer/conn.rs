@@ -15,6 +15,7 @@ use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::Config;
 use crate::error::BoxError;
@@ -89,7 +90,8 @@ pub(crate) struct EndpointConns<B> {
     h2: Mutex<Option<http2::SendRequest<B>>>,
     /// Serialises HTTP/2 connects, so that a burst of requests opens one connection.
     h2_connect: tokio::sync::Mutex<()>,
-    h1: Mutex<Vec<http1::SendRequest<B>>>,
+    /// Kept-alive HTTP/1.1 connections, each with when it was last seen in use.
+    h1: Mutex<Vec<(http1::SendRequest<B>, Instant)>>,
     /// Whether the endpoint speaks HTTP/2, once asked.
     h2_probe: tokio::sync::OnceCell<bool>,
 }
@@ -205,10 +207,10 @@ where
         let mut i = pool.len();
         while i > 0 {
             i -= 1;
-            if pool[i].is_ready() {
-                return Some(pool.swap_remove(i));
+            if pool[i].0.is_ready() {
+                return Some(pool.swap_remove(i).0);
             }
-            if pool[i].is_closed() {
+            if pool[i].0.is_closed() {
                 pool.swap_remove(i);
             }
         }
@@ -218,7 +220,29 @@ where
     fn put_http1(&self, sender: http1::SendRequest<B>) {
         let mut pool = self.h1.lock();
         if !sender.is_closed() && pool.len() < self.config.max_idle_per_endpoint {
-            pool.push(sender);
+            pool.push((sender, Instant::now()));
+        }
+    }
+
+    /// Closes the kept-alive HTTP/1.1 connections unused for `timeout` (dropping the sender of
+    /// an idle connection makes hyper close it). One still reading a response body is in use:
+    /// its clock starts again.
+    pub(crate) fn close_idle(&self, now: Instant, timeout: std::time::Duration) {
+        let mut pool = self.h1.lock();
+        let before = pool.len();
+        pool.retain_mut(|(sender, since)| {
+            if sender.is_closed() {
+                return false;
+            }
+            if !sender.is_ready() {
+                *since = now;
+                return true;
+            }
+            now.duration_since(*since) < timeout
+        });
+        let closed = before - pool.len();
+        if closed > 0 {
+            tracing::debug!(endpoint = %self.addr, closed, "closed idle HTTP/1 connections");
         }
     }
 

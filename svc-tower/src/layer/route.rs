@@ -8,6 +8,7 @@ use parking_lot::{Mutex, RwLock};
 use svc_core::model::ServicePort;
 use tokio::sync::watch;
 
+use super::body::Watched;
 use super::conn::{EndpointConns, Proto};
 use super::Config;
 use crate::balance::EndpointPool;
@@ -90,7 +91,7 @@ pub(crate) struct Route<B> {
     /// The protocol the port's `appProtocol` asks for.
     pub(crate) proto_hint: Option<Proto>,
     eligible: watch::Receiver<Arc<[SocketAddr]>>,
-    conns: RwLock<HashMap<SocketAddr, Arc<EndpointConns<B>>>>,
+    conns: RwLock<HashMap<SocketAddr, Arc<EndpointConns<Watched<B>>>>>,
     config: Arc<Config>,
     _pruner: AbortOnDrop,
 }
@@ -115,8 +116,9 @@ where
         config: Arc<Config>,
     ) -> Arc<Self> {
         let eligible = pool.watch_endpoints();
+        let idle_timeout = config.pool_idle_timeout;
         Arc::new_cyclic(|weak: &Weak<Route<B>>| {
-            let task = tokio::spawn(prune(weak.clone(), pool.watch_endpoints()));
+            let task = tokio::spawn(prune(weak.clone(), pool.watch_endpoints(), idle_timeout));
             Route {
                 pool,
                 proto_hint: proto_hint(port),
@@ -130,7 +132,7 @@ where
 
     /// The connections to `addr`. An endpoint that has just left the eligible set gets
     /// connections that are not kept, so that nothing lingers after its drain.
-    pub(crate) fn conns(&self, addr: SocketAddr) -> Arc<EndpointConns<B>> {
+    pub(crate) fn conns(&self, addr: SocketAddr) -> Arc<EndpointConns<Watched<B>>> {
         if let Some(c) = self.conns.read().get(&addr) {
             return c.clone();
         }
@@ -145,9 +147,33 @@ where
 }
 
 /// Drops the connections of endpoints that leave the eligible set: their senders go, so
-/// hyper closes each connection once its requests in flight are done.
-async fn prune<B>(route: Weak<Route<B>>, mut eligible: watch::Receiver<Arc<[SocketAddr]>>) {
-    while eligible.changed().await.is_ok() {
+/// hyper closes each connection once its requests in flight are done. With an idle timeout,
+/// also closes kept-alive HTTP/1.1 connections unused for that long (checked every quarter of
+/// it, so a connection goes between 1 and 1.25 times the timeout after its last use).
+async fn prune<B>(
+    route: Weak<Route<B>>,
+    mut eligible: watch::Receiver<Arc<[SocketAddr]>>,
+    idle_timeout: Option<std::time::Duration>,
+) where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut sweep = idle_timeout.map(IdleSweep::new);
+    loop {
+        tokio::select! {
+            changed = eligible.changed() => if changed.is_err() { return },
+            timeout = IdleSweep::due(&mut sweep) => {
+                let Some(route) = route.upgrade() else {
+                    return;
+                };
+                let now = tokio::time::Instant::now();
+                for c in route.conns.read().values() {
+                    c.close_idle(now, timeout);
+                }
+                continue;
+            }
+        }
         let Some(route) = route.upgrade() else {
             return;
         };
@@ -163,6 +189,32 @@ async fn prune<B>(route: Weak<Route<B>>, mut eligible: watch::Receiver<Arc<[Sock
         };
         for c in &drained {
             tracing::debug!(service = %route.pool.service(), endpoint = %c.addr(), "draining endpoint connections");
+        }
+    }
+}
+
+/// The schedule of the idle-connection sweep.
+struct IdleSweep {
+    timeout: std::time::Duration,
+    tick: tokio::time::Interval,
+}
+
+impl IdleSweep {
+    fn new(timeout: std::time::Duration) -> Self {
+        let every = (timeout / 4).max(std::time::Duration::from_millis(10));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { timeout, tick }
+    }
+
+    /// Resolves with the idle timeout when a sweep is due (never without one).
+    async fn due(this: &mut Option<Self>) -> std::time::Duration {
+        match this {
+            Some(s) => {
+                s.tick.tick().await;
+                s.timeout
+            }
+            None => std::future::pending().await,
         }
     }
 }

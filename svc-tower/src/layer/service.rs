@@ -14,6 +14,7 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::body::Watched;
 use super::conn::{Proto, Sent};
 use super::destination::Destination;
 use super::future::ResponseFuture;
@@ -21,8 +22,8 @@ use super::route::{Route, Routes};
 use super::{Config, HttpVersion};
 use crate::balance::Pools;
 use crate::error::{
-    BoxError, ConnectFailed, MissingAuthority, NoEndpoints, NoEndpointsReason, RequestFailed,
-    UnknownService,
+    BoxError, ConnectFailed, MissingAuthority, NoEndpoints, NoEndpointsReason, RequestBodyFailed,
+    RequestFailed, ResponseTimeout, UnknownService,
 };
 use crate::target::{self, Target};
 
@@ -284,7 +285,7 @@ where
 async fn send<B>(
     config: &Config,
     route: Arc<Route<B>>,
-    mut req: Request<B>,
+    req: Request<B>,
     authority: Option<Authority>,
     scheme: Scheme,
     dest: Option<&Destination>,
@@ -304,6 +305,9 @@ where
         (HttpVersion::Auto | HttpVersion::Service, None) => (Proto::Http1, false),
     };
     let client = dest.and_then(|d| d.client);
+    let (parts, body) = req.into_parts();
+    let (body, progress) = Watched::new(body);
+    let mut req = Request::from_parts(parts, body);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let (mut attempts, mut stale_retries, mut fresh) = (0, 0, false);
     loop {
@@ -338,7 +342,30 @@ where
         // The RTT sample covers the request only, not connection setup (as with tower's
         // PeakEwma behind a reconnecting service).
         let start = Instant::now();
-        match sender.send(req, &conns).await {
+        let sent = sender.send(req, &conns);
+        let sent = match config.response_timeout {
+            None => sent.await,
+            Some(timeout) => {
+                // Counted from the end of the request body: a slow upload is not the
+                // endpoint's delay. Dropping `sent` abandons the request, and hyper closes its
+                // connection.
+                let deadline = async {
+                    if let Some(p) = &progress {
+                        p.ended().await;
+                    }
+                    tokio::time::sleep(timeout).await;
+                };
+                tokio::select! {
+                    biased;
+                    sent = sent => sent,
+                    () = deadline => {
+                        failed(pick);
+                        return Err(ResponseTimeout { endpoint: addr, timeout }.into());
+                    }
+                }
+            }
+        };
+        match sent {
             Sent::Response(response) => {
                 if config.eject_on_5xx && response.status().is_server_error() {
                     failed(pick);
@@ -346,6 +373,14 @@ where
                     pick.success(start.elapsed());
                 }
                 return Ok(response);
+            }
+            Sent::Retry(_, error) | Sent::Failed(error)
+                if progress.as_ref().is_some_and(|p| p.failed()) =>
+            {
+                // The caller's body broke (a client's malformed chunk, say): the endpoint did
+                // nothing wrong, so the pick is dropped unreported.
+                drop(pick);
+                return Err(RequestBodyFailed::new(addr, error).into());
             }
             Sent::Retry(r, error) if stale_retries < 2 => {
                 // The kept-alive connection closed before the request went out: nothing
@@ -394,7 +429,12 @@ fn prepare<B>(
     match proto {
         Proto::Http1 => {
             *req.version_mut() = Version::HTTP_11;
-            if !req.headers().contains_key(HOST) {
+            if let Some(target) = req.uri().authority() {
+                // An absolute-form target's authority wins over `Host` (RFC 9112 §3.2.2), and
+                // an HTTP/2 request's `:authority` is its Host (RFC 9113 §8.3.1).
+                let host = host_of(target)?;
+                req.headers_mut().insert(HOST, host);
+            } else if !req.headers().contains_key(HOST) {
                 let host = http::HeaderValue::from_str(authority(req)?.as_str())?;
                 req.headers_mut().insert(HOST, host);
             }
@@ -415,6 +455,12 @@ fn prepare<B>(
         }
     }
     Ok(())
+}
+
+/// `host[:port]` of an authority: a `Host` header never carries userinfo.
+fn host_of(authority: &Authority) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+    let s = authority.as_str();
+    http::HeaderValue::from_str(s.rsplit_once('@').map_or(s, |(_, host)| host))
 }
 
 fn path_of<B>(req: &Request<B>) -> PathAndQuery {

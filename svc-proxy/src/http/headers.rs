@@ -1,0 +1,144 @@
+//! Header handling shared by requests and responses in HTTP mode (public, so that the fuzz
+//! target in `fuzz/` reaches it through the same entry point as the proxy).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+/// Removes the hop-by-hop headers of a message before it is forwarded: the standard ones and
+/// any that `Connection` names. `te: trailers` is the exception, kept (see
+/// [`asks_for_trailers`]).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first, since a removal costs a hash lookup per name: most
+    // requests carry no hop-by-hop header, most responses `Connection: keep-alive` alone.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    let lists_others = headers.get_all(header::CONNECTION).iter().any(|v| {
+        let v = v.as_bytes();
+        !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close")
+    });
+    if lists_others {
+        // Headers named by Connection are hop-by-hop too. `close` names none, and the
+        // standard ones are handled below; this allocates only for other names.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            let te_trailers = *name == header::TE && asks_for_trailers(headers);
+            headers.remove(name);
+            if te_trailers {
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+        }
+    }
+}
+
+/// Whether `TE` lists `trailers`: the one TE value that goes end to end. gRPC requires it on
+/// every request and HTTP/2 allows exactly that value (RFC 9113 §8.2.2), so Envoy, haproxy
+/// and nginx forward `te: trailers` and drop the rest (transfer codings are per hop).
+pub fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            // A coding may carry a weight (`trailers;q=0.5` is not valid, but be lenient).
+            let token = t.split(';').next().unwrap_or_default().trim();
+            token.eq_ignore_ascii_case("trailers")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-end", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end"));
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("gzip, deflate"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    /// gRPC needs `te: trailers` end to end; other transfer codings stay on their hop.
+    #[test]
+    fn te_keeps_only_trailers() {
+        let rows: [(&[&str], Option<&str>); 6] = [
+            (&["trailers"], Some("trailers")),
+            (&["Trailers"], Some("trailers")),
+            (&["gzip, trailers"], Some("trailers")),
+            (&["gzip", "trailers"], Some("trailers")),
+            (&["gzip;q=0.5, deflate"], None),
+            (&[""], None),
+        ];
+        for (values, want) in rows {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::TE, HeaderValue::from_str(v).unwrap());
+            }
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            strip_hop_by_hop(&mut h);
+            let te: Vec<_> = h.get_all(header::TE).iter().collect();
+            match want {
+                Some(w) => assert_eq!(te, [w], "{values:?}"),
+                None => assert!(te.is_empty(), "{values:?} kept {te:?}"),
+            }
+            assert!(h.contains_key(header::CONTENT_TYPE));
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Sockets that know about the drain deadline.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// A socket that ends with a reset instead of a FIN when it is dropped after the drain
+/// deadline has cut the flows (see [`crate::shutdown::Drain::cut`]). hyper owns a client
+/// connection's socket (and, after an upgrade, the tunnel does), so the socket itself has to
+/// know.
+#[derive(Debug)]
+pub struct ResetOnCut {
+    stream: TcpStream,
+    cut: CancellationToken,
+}
+
+impl ResetOnCut {
+    /// `stream`, reset if dropped once `cut` is cancelled.
+    pub fn new(stream: TcpStream, cut: CancellationToken) -> Self {
+        Self { stream, cut }
+    }
+
+    /// The socket.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
+impl Drop for ResetOnCut {
+    fn drop(&mut self) {
+        if self.cut.is_cancelled() {
+            crate::tcp::forward::reset(&self.stream);
+        }
+    }
+}
+
+impl AsyncRead for ResetOnCut {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResetOnCut {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,281 @@
+//! TCP mode and the process under stress: the memory ceiling, a dead backend's log volume,
+//! log colours, and flows cut at the drain deadline.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_svc-proxy");
+
+/// Service `echo` on 127.`net`.0.1:7000 → 127.`net`.0.11:7001.
+fn echo_manifests(test: &str, net: u8) -> Manifests {
+    let m = Manifests::new(test);
+    m.write(
+        "svc.yaml",
+        &service(
+            "echo",
+            &format!("127.{net}.0.1"),
+            &["{name: tcp, port: 7000, targetPort: 7001}"],
+            "",
+        ),
+    );
+    let ip = format!("127.{net}.0.11");
+    m.write(
+        "slice.yaml",
+        &slice("echo-1", "echo", ("tcp", 7001, "TCP"), &[(&ip, true, "")]),
+    );
+    m
+}
+
+/// Runs the binary with stderr into `log` (a file: not a terminal).
+fn spawn(flags: &[&str], log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(BIN)
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn sigterm_and_wait(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// Connects; `None` if the proxy reset the connection so fast that `connect` saw it (on
+/// loopback the reset can arrive before `connect` returns).
+async fn connect_or_reset(addr: SocketAddr) -> Option<TcpStream> {
+    match TcpStream::connect(addr).await {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        Err(e) => panic!("connecting to {addr}: {e}"),
+    }
+}
+
+async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
+    if s.write_all(msg).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).await.is_ok() && buf == msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_the_memory_ceiling_new_tcp_connections_are_refused_and_counted() {
+    let echo = svc_testkit::spawn_tcp_echo("127.162.0.11:7001".parse().unwrap())
+        .await
+        .unwrap();
+    let m = echo_manifests("tcp-memory", 162);
+    // Any process is above 1 MiB: every new connection is refused once the sampler has run.
+    let proxy = Proxy::start(&[
+        "--manifests",
+        m.path().to_str().unwrap(),
+        "--admin-addr",
+        "127.162.0.1:9901",
+        "--memory-ceiling",
+        "1MiB",
+    ])
+    .await;
+    let vip: SocketAddr = "127.162.0.1:7000".parse().unwrap();
+    wait_listening(vip).await;
+    let sample = r#"svc_proxy_connections_refused_total{service="test/echo",port="7000",protocol="TCP",reason="memory_ceiling"}"#;
+    // Convergence: the sampler runs every 250 ms; keep connecting until one is refused.
+    let refused = eventually("refused connections are counted", || async {
+        drop(connect_or_reset(vip).await);
+        let (_, metrics) = proxy.admin("/metrics").await;
+        metric(&metrics, sample).filter(|n| *n > 0.0)
+    })
+    .await;
+    for _ in 0..5 {
+        let Some(mut s) = connect_or_reset(vip).await else {
+            continue;
+        };
+        let mut buf = [0u8; 8];
+        // Written before the proxy closes, or refused with a reset: either way no echo.
+        let _ = s.write_all(b"hello").await;
+        let read = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the connection is closed at once: {read:?}"
+        );
+    }
+    assert_eq!(echo.connections(), 0, "nothing reached the backend");
+    let (_, metrics) = proxy.admin("/metrics").await;
+    assert!(metric(&metrics, sample).unwrap() >= refused + 5.0);
+    proxy.stop().await.unwrap();
+}
+
+/// Item: every connection to a dead backend logged a WARN. Now one line per endpoint per
+/// interval (10 s), with the number of failures it stands for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_is_logged_once_per_interval_with_a_count() {
+    // Nothing listens on 127.163.0.11:7001: every connect is refused.
+    let m = echo_manifests("tcp-dead-log", 163);
+    let log = m.dir.join("proxy.log");
+    let started = std::time::Instant::now();
+    let mut child = spawn(
+        &[
+            "--manifests",
+            m.path().to_str().unwrap(),
+            "--admin-addr",
+            "127.163.0.1:9901",
+        ],
+        &log,
+    );
+    let vip: SocketAddr = "127.163.0.1:7000".parse().unwrap();
+    wait_listening(vip).await;
+    for _ in 0..20 {
+        let Some(mut s) = connect_or_reset(vip).await else {
+            continue;
+        };
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Err(_)) | Ok(Ok(0))), "{read:?}");
+    }
+    sigterm_and_wait(&mut child).await;
+    let intervals = 1 + started.elapsed().as_secs() / 10;
+    let log = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("127.163.0.11:7001"))
+        .collect();
+    assert!(!lines.is_empty(), "the dead endpoint is reported: {log}");
+    assert!(
+        lines.len() as u64 <= intervals,
+        "{} lines in {intervals} interval(s):\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(lines[0].contains("failures=1"), "{}", lines[0]);
+}
+
+/// Item: log lines carried ANSI colour codes when stderr was not a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let m = echo_manifests("tcp-ansi", 164);
+    let log = m.dir.join("proxy.log");
+    let mut child = spawn(
+        &[
+            "--manifests",
+            m.path().to_str().unwrap(),
+            "--admin-addr",
+            "127.164.0.1:9901",
+        ],
+        &log,
+    );
+    wait_listening("127.164.0.1:7000".parse().unwrap()).await;
+    sigterm_and_wait(&mut child).await;
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in a log file: {log:?}");
+}
+
+/// Item: flows still open at the drain deadline ended with a FIN, which a client cannot tell
+/// from a complete transfer; they are reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_cut_at_the_drain_deadline_are_reset() {
+    let _echo = svc_testkit::spawn_tcp_echo("127.165.0.11:7001".parse().unwrap())
+        .await
+        .unwrap();
+    let m = echo_manifests("tcp-drain-reset", 165);
+    let log = m.dir.join("proxy.log");
+    let mut child = spawn(
+        &[
+            "--manifests",
+            m.path().to_str().unwrap(),
+            "--admin-addr",
+            "127.165.0.1:9901",
+            "--drain-timeout",
+            "1s",
+        ],
+        &log,
+    );
+    let vip: SocketAddr = "127.165.0.1:7000".parse().unwrap();
+    wait_listening(vip).await;
+    let mut flow = TcpStream::connect(vip).await.unwrap();
+    assert!(roundtrip(&mut flow, b"hi").await);
+    sigterm_and_wait(&mut child).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, flow.read_to_end(&mut rest))
+        .await
+        .expect("the flow ends with the process");
+    let error = read.expect_err("a reset, not an orderly end of stream");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}
+
+/// The same for an upgraded HTTP connection (WebSocket) still open at the drain deadline:
+/// the client's side of the tunnel is reset too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_cut_at_the_drain_deadline_are_reset() {
+    // Answers upgrades with `101`, then echoes.
+    let _backend = svc_testkit::spawn_http1_backend("127.164.1.11:8080".parse().unwrap())
+        .await
+        .unwrap();
+    let m = Manifests::new("http-drain-reset");
+    m.write(
+        "svc.yaml",
+        &service(
+            "ws",
+            "127.164.1.1",
+            &["{name: http, port: 80, targetPort: 8080, appProtocol: kubernetes.io/ws}"],
+            "",
+        ),
+    );
+    m.write(
+        "slice.yaml",
+        &slice(
+            "ws-1",
+            "ws",
+            ("http", 8080, "TCP"),
+            &[("127.164.1.11", true, "")],
+        ),
+    );
+    let log = m.dir.join("proxy.log");
+    let mut child = spawn(
+        &[
+            "--manifests",
+            m.path().to_str().unwrap(),
+            "--admin-addr",
+            "127.164.1.1:9901",
+            "--drain-timeout",
+            "1s",
+        ],
+        &log,
+    );
+    let vip: SocketAddr = "127.164.1.1:80".parse().unwrap();
+    wait_listening(vip).await;
+    let mut ws = TcpStream::connect(vip).await.unwrap();
+    ws.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(ws.read(&mut byte).await.unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    assert!(roundtrip(&mut ws, b"ping").await);
+    sigterm_and_wait(&mut child).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, ws.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel ends with the process");
+    let error = read.expect_err("a reset, not an orderly end of stream");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}

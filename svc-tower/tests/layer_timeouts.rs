@@ -1,0 +1,88 @@
+//! The request layer's timeouts against real hyper servers on 127.168.x.y: a silent endpoint's
+//! response timeout, and the idle timeout of pooled HTTP/1.1 connections.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::error::ResponseTimeout;
+use svc_tower::layer::{BalanceLayer, Destination, EndpointObserver, HttpVersion, NoFallback};
+use svc_tower::policy::{Locality, Scope};
+use tower::Layer;
+
+#[derive(Default)]
+struct Failures(parking_lot::Mutex<HashMap<SocketAddr, u32>>);
+
+impl EndpointObserver for Failures {
+    fn picked(&self, _: SocketAddr) {}
+    fn failed(&self, endpoint: SocketAddr) {
+        *self.0.lock().entry(endpoint).or_default() += 1;
+    }
+}
+
+fn layer(store: &svc_core::Store) -> (BalanceLayer<Body>, Destination, Arc<Failures>) {
+    let pools = Pools::with_seed(
+        store.clone(),
+        Locality::default(),
+        BalanceConfig::default(),
+        7,
+    );
+    let pool = pools.get(&key(), &http_port(), Scope::Internal);
+    let failures = Arc::new(Failures::default());
+    let destination = Destination::new(pool).observer(failures.clone());
+    let layer = BalanceLayer::<Body>::new(pools).http_version(HttpVersion::Http1);
+    (layer, destination, failures)
+}
+
+/// An endpoint that accepts the request and never answers fails it with `ResponseTimeout`,
+/// is reported as failed, and the abandoned connection is closed.
+#[tokio::test]
+async fn a_silent_endpoint_times_out_is_reported_and_its_connection_closed() {
+    let b = Backend::start([127, 168, 1, 1]).await;
+    let (_writer, store) = store(service([127, 168, 1, 100], None), &[b.addr]);
+    let (layer, destination, failures) = layer(&store);
+    let client = layer
+        .response_timeout(Some(Duration::from_millis(200)))
+        .layer(NoFallback);
+    // `/hold` waits until released, which this test never does.
+    let error = client
+        .send_to(get("http://web.shop/hold"), &destination)
+        .await
+        .expect_err("no answer");
+    let timeout = error
+        .downcast_ref::<ResponseTimeout>()
+        .unwrap_or_else(|| panic!("a ResponseTimeout, not {error}"));
+    assert_eq!(timeout.endpoint, b.addr);
+    assert_eq!(failures.0.lock().get(&b.addr), Some(&1));
+    eventually("the abandoned connection is closed", || b.open() == 0).await;
+}
+
+/// A kept-alive HTTP/1.1 connection unused for the pool idle timeout is closed; the next
+/// request opens a new one.
+#[tokio::test]
+async fn idle_http1_connections_are_closed_after_the_pool_idle_timeout() {
+    let b = Backend::start([127, 168, 2, 1]).await;
+    let (_writer, store) = store(service([127, 168, 2, 100], None), &[b.addr]);
+    let (layer, destination, _) = layer(&store);
+    let client = layer
+        .pool_idle_timeout(Some(Duration::from_millis(300)))
+        .layer(NoFallback);
+    let response = client
+        .send_to(get("http://web.shop/"), &destination)
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, b.addr.to_string());
+    // (The backend closes nothing by itself.)
+    eventually("the idle connection is closed", || b.open() == 0).await;
+    let response = client
+        .send_to(get("http://web.shop/"), &destination)
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, b.addr.to_string());
+    assert_eq!(b.accepted(), 2);
+}
