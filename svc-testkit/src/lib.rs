@@ -49,6 +49,7 @@ mod kind;
 mod selector;
 mod server;
 mod store;
+mod tls;
 
 pub use backends::{
     spawn_http1_backend, spawn_http_backend, spawn_tcp_echo, spawn_udp_echo, Backend,
@@ -61,3 +62,4 @@ pub use builders::{
 pub use error::{Error, Result};
 pub use kind::{FakeResource, Kind};
 pub use server::FakeApiServer;
+pub use tls::{spawn_tls_backend, tls_client_config, TlsBackend};

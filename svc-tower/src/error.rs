@@ -111,6 +111,30 @@ impl ConnectFailed {
     }
 }
 
+/// An `https://` (or other non-`http`) URI reached a client path that speaks cleartext only.
+///
+/// [`SvcConnector`](crate::connect::SvcConnector) refuses such URIs unless a TLS connector
+/// wraps it (see its `set_enforce_http`); the [`layer`](crate::layer) speaks cleartext
+/// HTTP/1.1 and h2c only and always refuses them. Without this, the request would leave
+/// unencrypted to a peer that expects TLS.
+#[derive(Debug, thiserror::Error)]
+#[error("{scheme}://{authority} needs TLS, but this client path speaks cleartext HTTP only")]
+pub struct TlsRequired {
+    /// The URI's scheme.
+    pub scheme: String,
+    /// The URI's authority (host and port), empty if it had none.
+    pub authority: String,
+}
+
+impl TlsRequired {
+    pub(crate) fn new(uri: &http::Uri) -> Self {
+        Self {
+            scheme: uri.scheme_str().unwrap_or_default().to_owned(),
+            authority: uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
 /// The host is not a Service of the store (nor, where that applies, a name DNS could resolve).
 #[derive(Debug, thiserror::Error)]
 #[error("{host} is not a known service")]
