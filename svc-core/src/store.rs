@@ -97,7 +97,8 @@ impl Shared {
                 ResourceKind::Service => (&mut s.services, &mut entry.services),
                 ResourceKind::EndpointSlice => (&mut s.slices, &mut entry.slices),
             };
-            let changed = !std::mem::replace(own, true) | entry.error.take().is_some();
+            let error = &mut entry.errors[origin::kind_index(kind)];
+            let changed = !std::mem::replace(own, true) | error.take().is_some();
             !std::mem::replace(global, true) | changed
         });
     }

@@ -46,6 +46,7 @@ mod error;
 mod faults;
 pub mod grpcio;
 mod kind;
+mod rbac;
 mod selector;
 mod server;
 mod store;
@@ -60,4 +61,5 @@ pub use builders::{
 };
 pub use error::{Error, Result};
 pub use kind::{FakeResource, Kind};
+pub use rbac::Rbac;
 pub use server::FakeApiServer;

@@ -137,6 +137,8 @@ impl Store {
             generation: AtomicU64::new(1),
         });
         *self.shared.demand.lock() = Some(demand.clone());
+        // Wake waits that started before: they register their names now.
+        self.shared.sync.send_modify(|_| {});
         DemandRequests {
             requests: rx,
             demand,

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::ResourceKind;
+
 /// The source of a set of objects in the store: `"manifests"`, `"kube"`, `"kube/ns/shop"`, ….
 ///
 /// A full replace ([`Event::ReplaceServices`](super::Event::ReplaceServices) and
@@ -122,7 +124,16 @@ pub(crate) struct OriginSync {
     pub(crate) slices: bool,
     /// The store is not synced until this origin is (a source announced it at start).
     pub(crate) expected: bool,
-    pub(crate) error: Option<SourceError>,
+    /// The last error of each kind's watch (Services, slices): one watch's success does not
+    /// end the other's failure.
+    pub(crate) errors: [Option<SourceError>; 2],
+}
+
+pub(crate) fn kind_index(kind: ResourceKind) -> usize {
+    match kind {
+        ResourceKind::Service => 0,
+        ResourceKind::EndpointSlice => 1,
+    }
 }
 
 impl OriginSync {
@@ -151,19 +162,21 @@ impl SyncState {
         self.origins
             .iter()
             .filter(|(o, s)| (s.expected && !s.synced()) || Some(*o) == origin)
-            .filter_map(|(_, s)| s.error.as_ref())
+            .flat_map(|(_, s)| s.errors.iter().flatten())
             .min_by_key(|e| e.since)
     }
 
     pub(crate) fn set_error(
         &mut self,
         origin: &Origin,
+        kind: ResourceKind,
         error: Arc<dyn std::error::Error + Send + Sync>,
         permanent: bool,
     ) {
         let entry = self.origins.entry(origin.clone()).or_default();
-        let since = entry.error.as_ref().map_or_else(Instant::now, |e| e.since);
-        entry.error = Some(SourceError {
+        let slot = &mut entry.errors[kind_index(kind)];
+        let since = slot.as_ref().map_or_else(Instant::now, |e| e.since);
+        *slot = Some(SourceError {
             origin: origin.clone(),
             permanent,
             since,

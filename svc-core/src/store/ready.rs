@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::origin::{NotSynced, Origin};
-use super::Store;
+use super::origin::{kind_index, NotSynced, Origin};
+use super::{ResourceKind, Store};
 use crate::model::ServiceKey;
 use crate::name;
 
@@ -45,15 +45,17 @@ impl Store {
     ///
     /// As for [`ready_for`](Store::ready_for).
     pub async fn ready_for_key(&self, key: &ServiceKey, limit: Duration) -> Result<(), NotSynced> {
-        let origin = self.demand().map(|d| d.want(key));
-        self.wait_ready(origin.as_ref(), limit).await
-    }
-
-    async fn wait_ready(&self, origin: Option<&Origin>, limit: Duration) -> Result<(), NotSynced> {
         let deadline = Instant::now() + limit;
         let grace = self.config().error_grace;
         let mut rx = self.shared.sync.subscribe();
+        let mut origin: Option<Origin> = None;
         loop {
+            if origin.is_none() {
+                // Checked on every wake-up: an on-demand source may install itself while this
+                // waits (it wakes the waiters when it does).
+                origin = self.demand().map(|d| d.want(key));
+            }
+            let origin = origin.as_ref();
             let until = {
                 let state = rx.borrow_and_update();
                 let ready = match origin {
@@ -91,27 +93,28 @@ impl Store {
         });
     }
 
-    /// For sources: `origin` failed. Waits in [`ready_for`](Store::ready_for) that depend on it
+    /// For sources: `origin`'s watch of `kind` failed. Waits in [`ready_for`](Store::ready_for) that depend on it
     /// end [`error_grace`](super::StoreConfig::error_grace) after the first error of a run of
     /// failures, with this error. `permanent` says that retrying will not help (401, 403, 404
     /// of the API group).
     pub fn report_source_error(
         &self,
         origin: &Origin,
+        kind: ResourceKind,
         error: Arc<dyn std::error::Error + Send + Sync>,
         permanent: bool,
     ) {
         self.shared
             .sync
-            .send_modify(|s| s.set_error(origin, error, permanent));
+            .send_modify(|s| s.set_error(origin, kind, error, permanent));
     }
 
-    /// For sources: `origin` got through again; its error is over.
-    pub fn report_source_ok(&self, origin: &Origin) {
+    /// For sources: `origin`'s watch of `kind` got through again; its error is over.
+    pub fn report_source_ok(&self, origin: &Origin, kind: ResourceKind) {
         self.shared.sync.send_if_modified(|s| {
             s.origins
                 .get_mut(origin)
-                .is_some_and(|o| o.error.take().is_some())
+                .is_some_and(|o| o.errors[kind_index(kind)].take().is_some())
         });
     }
 

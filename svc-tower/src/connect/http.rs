@@ -146,7 +146,7 @@ impl SvcConnector {
 
     async fn connect(self, uri: Uri) -> Result<TokioIo<TcpStream>, BoxError> {
         let (host, port) = target::host_port(&uri)?;
-        target::wait_synced(&self.pools, self.config.sync_timeout).await;
+        target::wait_synced(&self.pools, host, self.config.sync_timeout).await?;
         let stream = match target::resolve(&self.pools, host, port)? {
             Target::Pool { pool, .. } => connect_pool(&pool, &self.config).await?,
             Target::Direct(addr) => connect_addrs(&[addr], &self.config).await?,

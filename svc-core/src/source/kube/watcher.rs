@@ -146,7 +146,7 @@ impl<K: Watched> Watcher<K> {
     fn succeeded(&mut self) {
         self.freshness().record_connected();
         self.health.report_up();
-        self.store.report_source_ok(&self.spec.origin);
+        self.store.report_source_ok(&self.spec.origin, K::KIND);
         self.woken = false;
         self.ignore_wakes = false;
         self.logged_permanent = false;
@@ -173,8 +173,12 @@ impl<K: Watched> Watcher<K> {
         } else if !permanent {
             tracing::warn!(kind = K::NAME, origin = %self.spec.origin, %error, "{what}; backing off");
         }
-        self.store
-            .report_source_error(&self.spec.origin, std::sync::Arc::new(error), permanent);
+        self.store.report_source_error(
+            &self.spec.origin,
+            K::KIND,
+            std::sync::Arc::new(error),
+            permanent,
+        );
         self.health.ups()
     }
 
