@@ -87,6 +87,7 @@ fn lookups_by_name_vip_and_node_port() {
     let (mut w, store) = Writer::new(StoreConfig {
         cluster_domain: "corp.local".into(),
         default_namespace: "shop".into(),
+        ..StoreConfig::default()
     });
     for e in load(&format!(
         "{WEB}{}",

@@ -46,6 +46,7 @@ mod error;
 mod faults;
 pub mod grpcio;
 mod kind;
+mod rbac;
 mod selector;
 mod server;
 mod store;
@@ -61,5 +62,6 @@ pub use builders::{
 };
 pub use error::{Error, Result};
 pub use kind::{FakeResource, Kind};
+pub use rbac::Rbac;
 pub use server::FakeApiServer;
 pub use tls::{spawn_tls_backend, tls_client_config, TlsBackend};

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use svc_core::store::PortRef;
+use svc_core::store::{NotSynced, PortRef};
 use svc_core::ServiceKey;
 
 /// A boxed error, as tower services return.
@@ -38,13 +38,21 @@ impl fmt::Display for NoEndpointsReason {
 
 /// Nothing is eligible: the request fails at once instead of waiting.
 ///
-/// Building one does not allocate (the key and port are reference-counted).
+/// Building one does not allocate (the key and port are reference-counted). With reason
+/// [`NotSynced`](NoEndpointsReason::NotSynced) after a bounded wait, it carries the store's
+/// [`NotSynced`] as its [`source`](std::error::Error::source) (and in
+/// [`not_synced`](Self::not_synced)): the source's last error, such as a 403 naming the
+/// missing verb.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("no eligible endpoints for {service}:{port} ({reason})", port = PortDisplay(&self.port))]
+#[error("no eligible endpoints for {service}:{port} ({reason}{cause})",
+    port = PortDisplay(&self.port),
+    cause = self.not_synced.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
 pub struct NoEndpoints {
     service: ServiceKey,
     port: PortRef,
     reason: NoEndpointsReason,
+    #[source]
+    not_synced: Option<NotSynced>,
 }
 
 impl NoEndpoints {
@@ -54,7 +62,23 @@ impl NoEndpoints {
             service,
             port,
             reason,
+            not_synced: None,
         }
+    }
+
+    /// A `NoEndpoints` with reason [`NotSynced`](NoEndpointsReason::NotSynced), carrying why.
+    pub fn not_synced(service: ServiceKey, port: PortRef, cause: NotSynced) -> Self {
+        Self {
+            service,
+            port,
+            reason: NoEndpointsReason::NotSynced,
+            not_synced: Some(cause),
+        }
+    }
+
+    /// Why the store was not synced, when that is the reason and the wait found out.
+    pub fn not_synced_cause(&self) -> Option<&NotSynced> {
+        self.not_synced.as_ref()
     }
 
     /// The Service.
