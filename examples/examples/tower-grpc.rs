@@ -25,12 +25,12 @@ use svc_core::source::manifests;
 use svc_core::store::{PortRef, StoreConfig, Writer};
 use svc_core::ServiceKey;
 use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::grpc::GrpcStatusLayer;
 use svc_tower::layer::{BalanceLayer, NoFallback};
 use svc_tower::policy::{Locality, Scope};
 use tokio::net::TcpListener;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{server::UnaryService, Status};
-use tower::Layer;
 
 /// Messages as raw bytes.
 #[derive(Clone, Copy, Default)]
@@ -119,7 +119,10 @@ fn manifests(pods: &[SocketAddr]) -> String {
     yaml
 }
 
-type Channel = svc_tower::layer::Balance<NoFallback, tonic::body::Body>;
+/// The balancing layer, with svc-tower's errors turned into gRPC codes (no ready pod:
+/// `Unavailable`, which gRPC clients retry on, instead of `Unknown`).
+type Channel =
+    svc_tower::grpc::GrpcStatus<svc_tower::layer::Balance<NoFallback, tonic::body::Body>>;
 
 async fn calls(
     grpc: &mut tonic::client::Grpc<Channel>,
@@ -153,7 +156,10 @@ async fn main() -> anyhow::Result<()> {
         writer.apply(event);
     }
     let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
-    let channel: Channel = BalanceLayer::new(pools.clone()).layer(NoFallback);
+    let channel: Channel = tower::ServiceBuilder::new()
+        .layer(GrpcStatusLayer)
+        .layer(BalanceLayer::new(pools.clone()))
+        .service(NoFallback);
     let mut grpc = tonic::client::Grpc::with_origin(channel, "http://greeter.demo:50051".parse()?);
 
     println!(

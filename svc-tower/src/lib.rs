@@ -65,6 +65,8 @@
 pub mod balance;
 pub mod connect;
 pub mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod layer;
 pub mod policy;
 mod target;

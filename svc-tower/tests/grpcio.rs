@@ -91,3 +91,49 @@ async fn tonic_over_the_layer_calls_grpcio_servers() {
         assert!(backends.contains(&from), "call {i}: reply {from:?}");
     }
 }
+
+/// With no ready endpoint, a tonic call fails with `Unavailable` (what gRPC clients retry on)
+/// through `GrpcStatusLayer`, on the first call; without it tonic can only say `Unknown`.
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn no_ready_endpoint_reaches_tonic_as_unavailable() {
+    use svc_tower::grpc::GrpcStatusLayer;
+    use tonic::Code;
+    use tower::ServiceBuilder;
+
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: greeter, namespace: test}\n\
+         spec: {clusterIP: 127.100.3.2, ports: [{name: grpc, port: 50051, appProtocol: grpc}]}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: greeter-1, namespace: test, labels: {kubernetes.io/service-name: greeter}}\n\
+         addressType: IPv4\nports: [{name: grpc, port: 50051}]\n\
+         endpoints: [{addresses: ['127.100.3.21'], conditions: {ready: false}}]\n";
+    let (mut writer, store) = Writer::new(StoreConfig::default());
+    for event in manifests::parse_str(yaml).unwrap().into_events() {
+        writer.apply(event);
+    }
+    let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
+    // One call through `channel`, which must fail.
+    macro_rules! call {
+        ($channel:expr) => {{
+            let origin = "http://greeter.test:50051".parse().unwrap();
+            let mut grpc = tonic::client::Grpc::with_origin($channel, origin);
+            grpc.ready().await.unwrap();
+            let request = tonic::Request::new(Bytes::from_static(b"svc"));
+            let path = PathAndQuery::from_static("/svc.test.Echo/Say");
+            grpc.unary(request, path, Raw).await.unwrap_err()
+        }};
+    }
+    let mapped = ServiceBuilder::new()
+        .layer(GrpcStatusLayer)
+        .layer(BalanceLayer::<tonic::body::Body>::new(pools.clone()))
+        .service(NoFallback);
+    let status = call!(mapped);
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("no eligible endpoints"),
+        "{status:?}"
+    );
+
+    let plain = BalanceLayer::<tonic::body::Body>::new(pools).layer(NoFallback);
+    assert_eq!(call!(plain).code(), Code::Unknown);
+}
