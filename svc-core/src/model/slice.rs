@@ -237,7 +237,10 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
             .as_ref()
             .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME))
             .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
-            .map(SystemTime::from);
+            // Not `SystemTime::from`: that needs jiff's `std` feature, which only kube turns on.
+            // A time before 1970 is nonsense here and reads as absent.
+            .and_then(|ts| std::time::Duration::try_from(ts.as_duration()).ok())
+            .map(|since_epoch| SystemTime::UNIX_EPOCH + since_epoch);
         Ok(EndpointSlice {
             key,
             service,

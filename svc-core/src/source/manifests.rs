@@ -129,11 +129,11 @@ fn convert<K, T>(
     document: usize,
 ) -> Result<T, ModelError>
 where
-    K: ::kube::Resource,
+    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
     T: for<'a> TryFrom<&'a K, Error = ModelError>,
 {
     T::try_from(obj).inspect_err(|error| {
-        let meta = obj.meta();
+        let meta = obj.metadata();
         tracing::warn!(
             file = origin,
             document,
