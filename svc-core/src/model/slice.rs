@@ -212,8 +212,9 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
         let endpoints = if address_type == AddressType::Fqdn {
             Vec::new()
         } else {
-            let mut out = Vec::with_capacity(es.endpoints.len());
-            for ep in &es.endpoints {
+            let items = es.endpoints.items();
+            let mut out = Vec::with_capacity(items.len());
+            for ep in items {
                 if let Some(ep) = endpoint(ep)? {
                     let family_ok = match address_type {
                         AddressType::IPv4 => ep.address.is_ipv4(),
@@ -249,5 +250,24 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
             endpoints,
             last_change_trigger_time,
         })
+    }
+}
+
+/// A list field that k8s-openapi types as `Vec` for some Kubernetes versions and as
+/// `Option<Vec>` for others (`EndpointSlice.endpoints` became optional in 1.36). The
+/// application picks the version, so conversions accept either.
+trait ListField<T> {
+    fn items(&self) -> &[T];
+}
+
+impl<T> ListField<T> for Vec<T> {
+    fn items(&self) -> &[T] {
+        self
+    }
+}
+
+impl<T> ListField<T> for Option<Vec<T>> {
+    fn items(&self) -> &[T] {
+        self.as_deref().unwrap_or_default()
     }
 }

@@ -7,7 +7,8 @@
 //! healthy watch is told apart from a stalled one only by them.
 //!
 //! The two watches share an [`ApiHealth`] so that they come back together and quickly after an
-//! apiserver outage; see [`recovery`].
+//! apiserver outage: while it is down a cheap `GET /readyz` probe runs on the schedule of
+//! [`ProbeConfig`], and any success wakes both watches out of their backoff.
 
 mod recovery;
 mod watcher;
@@ -44,7 +45,7 @@ pub struct Config {
     /// Use streaming lists (`sendInitialEvents`, Kubernetes 1.27+) instead of paginated lists;
     /// falls back to paginated lists if the server rejects them (default false).
     pub streaming_lists: bool,
-    /// How the apiserver is probed while it does not answer (see [`recovery`]).
+    /// How the apiserver is probed while it does not answer (see [`ApiHealth`]).
     pub probe: ProbeConfig,
     /// Pulled to retry a backing-off list or watch at once (default: never pulled).
     pub reload: Reload,
@@ -72,7 +73,7 @@ impl Default for Config {
 /// Watches Services and EndpointSlices and sends their changes to `events` until the receiver
 /// is dropped. Never gives up on API errors: they are logged, counted in the store's
 /// freshness, and retried with backoff; while the apiserver does not answer, it is probed
-/// (see [`recovery`]).
+/// (see [`ApiHealth`]).
 pub async fn run(client: kube::Client, config: Config, store: Store, events: mpsc::Sender<Event>) {
     let health = config.health.clone();
     let services =

@@ -48,7 +48,7 @@ pub enum Error {
     },
 }
 
-/// A `Result` whose error is [`Error`].
+/// A `Result` whose error is [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The objects in a set of manifests, converted; invalid objects are listed by key so that
