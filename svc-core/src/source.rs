@@ -70,6 +70,7 @@ where
 
 /// Either kind of object we route on, converted.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Object {
     /// A Service.
     Service(Service),

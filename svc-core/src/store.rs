@@ -34,6 +34,7 @@ use subscribe::FeedShared;
 
 /// How names are qualified.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// The cluster DNS domain (default `cluster.local`).
     pub cluster_domain: String,

@@ -73,3 +73,10 @@ mod test_support;
 
 pub use balance::{BalanceConfig, EndpointPool, NoEndpoints, Pick};
 pub use policy::{eligible, Locality, Scope};
+
+/// svc-core, whose [`Store`] everything here reads, so that one dependency is enough.
+pub use svc_core;
+/// The sources that keep a [`Store`] up to date (svc-core's [`source`](svc_core::source)).
+pub use svc_core::source;
+/// The svc-core types that svc-tower's API takes.
+pub use svc_core::{model::Protocol, store::PortRef, ServiceKey, Store, StoreConfig, Writer};

@@ -159,11 +159,13 @@ fn by_topology<'a>(
             Some(z) => prefer(set, |e| in_zone(e, z, all_hinted)),
             None => set,
         },
-        None if all_hinted => match zone {
+        // No trafficDistribution, or one this version does not know (kube-proxy ignores
+        // unknown values): zone hints alone decide.
+        _ if all_hinted => match zone {
             Some(z) => prefer(set, |e| in_zone(e, z, true)),
             None => set,
         },
-        None => set,
+        _ => set,
     }
 }
 

@@ -20,6 +20,7 @@ pub type SliceKey = ServiceKey;
 
 /// `addressType` of an EndpointSlice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AddressType {
     /// IPv4 addresses.
     IPv4,

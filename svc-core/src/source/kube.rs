@@ -30,6 +30,7 @@ use crate::store::{Event, ResourceKind, Store};
 
 /// How to watch the API.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Watch one namespace, or all of them (`None`, the default).
     pub namespace: Option<String>,

@@ -27,6 +27,7 @@ use crate::store::Event;
 
 /// Why a manifests file or directory could not be loaded.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Reading a file or listing the directory failed.
     #[error("reading {path}: {source}")]

@@ -19,6 +19,7 @@ pub struct PortEndpoint {
 
 /// The endpoints of one Service port, sorted by address and unique per address.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PortSnapshot {
     /// The Service port.
     pub port: ServicePort,
@@ -39,6 +40,7 @@ impl PortSnapshot {
 /// Everything known about one Service, immutable and shared: readers hold it as an `Arc`
 /// and never a lock guard.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceSnapshot {
     /// The Service.
     pub service: Arc<Service>,

@@ -34,6 +34,9 @@ impl PortRef {
 }
 
 /// A change to the endpoint set of one Service port (linkerd's `Update` shape).
+///
+/// Deliberately exhaustive: a subscriber that skipped a kind of update would hold the wrong
+/// endpoint set, so a new kind must be a compile error in every consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Update {
     /// The complete set: replaces whatever the subscriber had.

@@ -10,6 +10,7 @@ use crate::model::{EndpointSlice, Service, ServiceKey, SliceKey, Str};
 
 /// A change to apply to the store. Sources produce these; the [`Writer`] applies them.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// A Service was created or changed.
     ApplyService(Service),

@@ -17,6 +17,7 @@ use std::time::Duration;
 ///
 /// [`Pick::failure`]: super::Pick::failure
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct BalanceConfig {
     /// Consecutive failures that eject an endpoint (default 5; 0 disables ejection).
     pub consecutive_failures: u32,
