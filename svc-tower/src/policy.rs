@@ -52,6 +52,8 @@ impl Locality {
 }
 
 /// How the Service was reached, which decides the traffic policy that applies.
+///
+/// Exhaustive by definition: a Service has exactly an internal and an external traffic policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Scope {
     /// From inside the cluster, by cluster IP or name: `internalTrafficPolicy`.

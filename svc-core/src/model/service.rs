@@ -56,7 +56,7 @@ impl Protocol {
     }
 }
 
-/// A Service port's `targetPort`.
+/// A Service port's `targetPort`: an IntOrString, so exhaustive by definition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TargetPort {
     /// A port number on the pod.

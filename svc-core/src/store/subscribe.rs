@@ -14,7 +14,8 @@ use tokio_stream::wrappers::WatchStream;
 use super::snapshot::{PortEndpoint, PortSnapshot, ServiceSnapshot};
 use crate::model::{Protocol, ServiceKey, Str};
 
-/// Which port of a Service to follow.
+/// Which port of a Service to follow: a Service port is named by its name or its number, so
+/// this is exhaustive by definition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PortRef {
     /// By port name (`None` is the unnamed port).
