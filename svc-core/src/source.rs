@@ -1,10 +1,12 @@
 //! Sources of Services and EndpointSlices. Each turns what it reads into store [`Event`]s and
 //! sends them to the one [`Writer`](crate::store::Writer).
 //!
-//! - [`kube`] (cargo feature `kube`, on by default): list+watch against the Kubernetes API,
-//!   with bookmarks, backoff, relist on
-//!   410 Gone and stalled-watch detection.
 //! - [`manifests`]: a YAML file or directory, reloaded when it changes.
+#![cfg_attr(
+    feature = "kube",
+    doc = "- [`kube`] (cargo feature `kube`, on by default): list+watch against the Kubernetes \
+           API, with bookmarks, backoff, relist on 410 Gone and stalled-watch detection."
+)]
 
 #[cfg(feature = "kube")]
 pub mod kube;

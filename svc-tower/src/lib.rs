@@ -174,7 +174,7 @@ pub use svc_core;
 /// kube, whose `Client` the API source takes (with the `kube` feature).
 #[cfg(feature = "kube")]
 pub use svc_core::kube;
-/// The sources that keep a [`Store`] up to date (svc-core's [`source`](svc_core::source)).
+/// The sources that keep a [`Store`] up to date: the Kubernetes API and manifests files.
 pub use svc_core::source;
 /// The svc-core types that svc-tower's API takes.
 pub use svc_core::{model::Protocol, store::PortRef, ServiceKey, Store, StoreConfig, Writer};
