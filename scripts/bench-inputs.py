@@ -4,8 +4,9 @@
   dns      DNS queries/s through --dns-addr with dnsperf (Debian's `dnsperf`): a mix of A,
            AAAA, SRV, PTR and NXDOMAIN names from a 1,000-Service manifest.
   big      A ~100 MB manifest (headless Services and their slices, so that no listener is
-           opened): load time, RSS, CPU while it sits unchanged, and DNS latency (a query
-           every 5 ms from a second process) while an edit to it is re-read and applied.
+           opened): time to the first DNS answer from it and to /readyz, RSS, CPU while it
+           sits unchanged, and DNS latency (a query every 5 ms from a second process) while
+           an edit to it is re-read and applied.
 
 usage: scripts/bench-inputs.py dns|big [--bin target/release/svc-proxy] [--mb 100]
 Build first: cargo build --release -p svc-proxy. Loopback addresses 127.180.x.y.
@@ -54,12 +55,38 @@ def wait_ready(p, timeout=600):
         try:
             s = socket.create_connection(ADMIN.split(":"), timeout=1)
             s.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
-            if s.recv(100).startswith(b"HTTP/1.1 200"):
+            if s.recv(100)[8:13] == b" 200 ":
                 return time.monotonic() - t0
         except OSError:
             pass
         time.sleep(0.05)
     sys.exit("not ready")
+
+
+def wait_answer(p, name, timeout=600):
+    """Seconds from now until `name` gets a NOERROR answer with records (the manifest is loaded
+    and served), polling every 10 ms."""
+    t0 = time.monotonic()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(0.2)
+    qid = 0
+    while time.monotonic() - t0 < timeout:
+        if p.poll() is not None:
+            sys.exit(f"svc-proxy exited: {p.returncode}")
+        qid = (qid + 1) % 65536
+        sock.sendto(query(name, 1, qid), DNS)
+        try:
+            while True:
+                data, _ = sock.recvfrom(4096)
+                if data[:2] == struct.pack(">H", qid):
+                    break
+            ancount = struct.unpack(">H", data[6:8])[0]
+            if data[3] & 0xF == 0 and ancount > 0:
+                return time.monotonic() - t0
+        except OSError:
+            pass  # no listener yet (refused) or no answer in time
+        time.sleep(0.01)
+    sys.exit(f"no answer for {name}")
 
 
 def rss_mb(pid):
@@ -126,8 +153,10 @@ def big(binary, mb):
         print(f"manifest: {size / 1e6:.0f} MB, {i} headless Services and {i} slices")
         p = start(binary, m)
         try:
+            first = wait_answer(p, "s0.bench.svc.cluster.local")
             took = wait_ready(p)
-            print(f"ready after {took:.1f} s; RSS {rss_mb(p.pid):.0f} MB")
+            print(f"first DNS answer (s0) after {first:.2f} s; /readyz 200 after {took:.2f} s; "
+                  f"RSS {rss_mb(p.pid):.0f} MB")
             time.sleep(5)
             c0, t0 = cpu_seconds(p.pid), time.monotonic()
             time.sleep(30)

@@ -41,19 +41,35 @@ if command -v dig >/dev/null 2>&1; then
 fi
 
 echo "== curl http://127.0.0.77:8000 (web.demo's ClusterIP), 5 requests a second"
+declare -A total=()
+rejoined_at=""
+was_ready=0
 start=$(date +%s)
 while :; do
   now=$(date +%s); t=$((now - start))
   [ "$seconds" -gt 0 ] && [ "$t" -ge "$seconds" ] && break
+  ready13=$(grep -c '127.0.0.13"\], conditions: {ready: true}' "$dir/web.yaml" 2>/dev/null || true)
+  state="127.0.0.13 not ready"; [ "$ready13" != 0 ] && state="127.0.0.13 ready"
+  # The manifests are re-read every second: the first line after a flip may still be served
+  # by the old endpoint set.
+  if [ "$ready13" != 0 ] && [ "$was_ready" = 0 ]; then rejoined_at=$t; fi
+  was_ready=$ready13
   answers=""
   for _ in 1 2 3 4 5; do
     a=$(curl -s --max-time 2 http://127.0.0.77:8000/ || echo "error")
-    answers="$answers ${a%%:*}"
+    a=${a%%:*}
+    answers="$answers $a"
+    total[$a]=$(( ${total[$a]:-0} + 1 ))
   done
-  ready13=$(grep -c '127.0.0.13"\], conditions: {ready: true}' "$dir/web.yaml" 2>/dev/null || true)
-  state="127.0.0.13 not ready"; [ "$ready13" != 0 ] && state="127.0.0.13 ready"
-  printf 't=%3ss  [%-16s]  answered by:%s\n' "$t" "$state" "$answers"
+  note=""
+  if [ -n "$rejoined_at" ] && [[ "$answers" == *127.0.0.13* ]]; then
+    note="  <- 127.0.0.13 back $((t - rejoined_at)) s after turning ready"
+    rejoined_at=""
+  fi
+  printf 't=%3ss  [%-20s]  answered by:%s%s\n' "$t" "$state" "$answers" "$note"
   sleep 1
 done
+echo "== answers per backend over the run (127.0.0.13 is ready about half of the time)"
+for k in $(printf '%s\n' "${!total[@]}" | sort); do printf '  %-12s %s\n' "$k" "${total[$k]}"; done
 echo "== metrics sample"
 curl -s "http://$admin/metrics" | grep -E '^svc_proxy_(connections|endpoint_picks)' | head -8 || true

@@ -6,11 +6,13 @@
 //! it once and skips the object.
 
 mod error;
+mod family;
 mod service;
 mod slice;
 mod validate;
 
 pub use error::ModelError;
+pub use family::{IpFamily, IpFamilyPolicy, Stack};
 pub use service::{
     LoadBalancerIngress, Protocol, Service, ServicePort, ServiceType, SessionAffinity, TargetPort,
     TrafficDistribution, TrafficPolicy,

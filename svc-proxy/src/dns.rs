@@ -89,6 +89,16 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
+        if !echoes_intact(request.queries.as_bytes()) {
+            // Every response echoes the question's bytes as received; these would not parse.
+            tracing::debug!("dropping a query whose question points outside itself");
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::FormErr;
+            return ResponseInfo::from(hickory_server::proto::op::Header {
+                metadata,
+                counts: Default::default(),
+            });
+        }
         let mut edns = None;
         if let Some(req) = &request.edns {
             let mut e = Edns::new();
@@ -257,6 +267,47 @@ impl Handler {
     }
 }
 
+/// Whether the question section, copied as received into a response (hickory-server echoes
+/// the original bytes), still decodes there: none of its names may use a compression pointer
+/// outside the question section itself. A pointer into the header decodes in the query, whose
+/// header bytes differ from the response's, into labels no one can read back (found by the
+/// `dns_answer` fuzz target).
+fn echoes_intact(question: &[u8]) -> bool {
+    /// The question section starts right after the 12-byte header.
+    const START: usize = 12;
+    let end = START + question.len();
+    let mut i = 0;
+    while i < question.len() {
+        // One name, then type and class.
+        loop {
+            let Some(&len) = question.get(i) else {
+                return false;
+            };
+            match len & 0xC0 {
+                0x00 if len == 0 => {
+                    i += 1;
+                    break;
+                }
+                0x00 => i += 1 + usize::from(len),
+                0xC0 => {
+                    let Some(&low) = question.get(i + 1) else {
+                        return false;
+                    };
+                    let target = usize::from(len & 0x3F) << 8 | usize::from(low);
+                    if !(START..end).contains(&target) {
+                        return false;
+                    }
+                    i += 2;
+                    break;
+                }
+                _ => return false,
+            }
+        }
+        i += 4;
+    }
+    i == question.len()
+}
+
 /// The usual mnemonic of a response code, for metric labels.
 fn rcode_name(rcode: ResponseCode) -> &'static str {
     match rcode {
@@ -267,5 +318,27 @@ fn rcode_name(rcode: ResponseCode) -> &'static str {
         ResponseCode::NotImp => "NOTIMP",
         ResponseCode::Refused => "REFUSED",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::echoes_intact;
+
+    #[test]
+    fn questions_that_point_outside_themselves_are_caught() {
+        // web.shop, type A, class IN.
+        let plain = b"\x03web\x04shop\x00\x00\x01\x00\x01";
+        assert!(echoes_intact(plain));
+        // A second question pointing at the first name (offset 12): fine in the echo too.
+        let mut two = plain.to_vec();
+        two.extend_from_slice(b"\xc0\x0c\x00\x1c\x00\x01");
+        assert!(echoes_intact(&two));
+        // A name pointing into the header (offset 2).
+        assert!(!echoes_intact(b"\x03web\xc0\x02\x00\x01\x00\x01"));
+        // Pointing past the question, a reserved label type, or cut short.
+        assert!(!echoes_intact(b"\x03web\xc0\xff\x00\x01\x00\x01"));
+        assert!(!echoes_intact(b"\x43web\x00\x00\x01\x00\x01"));
+        assert!(!echoes_intact(b"\x03web\x04sh"));
     }
 }

@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use futures::FutureExt;
-use svc_core::model::{Protocol, ServiceKey};
+use svc_core::model::{IpFamily, Protocol, ServiceKey};
 use svc_core::store::VipKind;
 use svc_tower::policy::Scope;
 use tokio::task::JoinHandle;
@@ -74,7 +74,7 @@ struct Active {
     iface_ip: Option<IpAddr>,
 }
 
-type PoolKey = (ServiceKey, u16, Protocol, Scope);
+type PoolKey = (ServiceKey, u16, Protocol, Scope, IpFamily);
 
 /// Where Service addresses become local: `--service-cidr` routes cover some, the managed
 /// interface (if any) gets the rest.
@@ -276,11 +276,12 @@ impl Reconciler {
             .chain(svc.load_balancer_ingress.iter().filter_map(|i| i.ip));
         for (i, p) in svc.ports.iter().enumerate() {
             let Some(mode) = Mode::of(p) else { continue };
-            let route = |kind: VipKind| Route {
+            let route = |kind: VipKind, ip: IpAddr| Route {
                 service: key.clone(),
                 port: p.port,
                 protocol: p.protocol,
                 kind,
+                family: IpFamily::of(ip),
                 mode,
             };
             for ip in ips.clone() {
@@ -291,7 +292,7 @@ impl Reconciler {
                             addr: SocketAddr::new(ip, p.port),
                             protocol: p.protocol,
                         };
-                        out.insert(lk, route(m.kind));
+                        out.insert(lk, route(m.kind, ip));
                     }
                 }
             }
@@ -302,7 +303,7 @@ impl Reconciler {
                             addr: SocketAddr::new(node_ip, np),
                             protocol: p.protocol,
                         };
-                        out.insert(lk, route(VipKind::NodePort));
+                        out.insert(lk, route(VipKind::NodePort, node_ip));
                     }
                 }
             }

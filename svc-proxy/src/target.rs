@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
-use svc_core::model::{Protocol, ServiceKey, ServicePort};
+use svc_core::model::{IpFamily, Protocol, ServiceKey, ServicePort};
 use svc_core::store::{PortRef, ServiceSnapshot, VipKind};
 use svc_tower::policy::{self, Scope};
 use tokio::sync::watch;
@@ -56,6 +56,9 @@ pub struct Route {
     /// How the address reaches the Service: cluster IP, external IP, load-balancer IP or
     /// NodePort (which decides the traffic policy).
     pub kind: VipKind,
+    /// The family of the listener's address: on a dual-stack Service, only endpoints of this
+    /// family are reached (kube-proxy's per-family proxiers).
+    pub family: IpFamily,
     /// How to speak to clients.
     pub mode: Mode,
 }
@@ -66,9 +69,20 @@ impl Route {
         Scope::from(self.kind)
     }
 
-    /// The balancer this route shares with other routes of the same port and scope.
-    pub fn pool_key(&self) -> (ServiceKey, u16, Protocol, Scope) {
-        (self.service.clone(), self.port, self.protocol, self.scope())
+    /// The balancer this route shares with other routes of the same port, scope and family.
+    pub fn pool_key(&self) -> (ServiceKey, u16, Protocol, Scope, IpFamily) {
+        (
+            self.service.clone(),
+            self.port,
+            self.protocol,
+            self.scope(),
+            self.family,
+        )
+    }
+
+    /// The Service port as this route reaches it.
+    pub fn port_ref(&self) -> PortRef {
+        PortRef::Family(self.port, self.protocol, self.family)
     }
 }
 
@@ -81,8 +95,10 @@ pub struct EndpointSets {
     pub eligible: HashSet<SocketAddr>,
 }
 
-/// Everything a listener needs for one route. Shared by the listeners of one Service port
-/// and scope (e.g. both cluster IPs of a dual-stack Service), so that they balance together.
+/// Everything a listener needs for one route. Shared by the listeners of one Service port,
+/// scope and family (e.g. a cluster IP and an external IP of one family), so that they
+/// balance together; a dual-stack Service's two cluster IPs have a target each, as each
+/// reaches its own family's endpoints.
 #[derive(Debug)]
 pub struct Target {
     /// Shared proxy state.
@@ -95,6 +111,8 @@ pub struct Target {
     pub protocol: Protocol,
     /// Internal or external.
     pub scope: Scope,
+    /// The Service port as the listeners reach it (with their address family).
+    port_ref: PortRef,
     /// The balancer, built on the first pick: at 10,000 Services a node's clients reach a
     /// few hundred, and a pool costs about 4 KB and a follower task.
     pool: OnceLock<EndpointPool>,
@@ -109,7 +127,7 @@ impl Target {
     /// Builds the target of `route`. Its balancer is built, and follows the store, from the
     /// first pick on.
     pub fn new(ctx: Arc<Context>, route: &Route) -> Arc<Self> {
-        let port_ref = PortRef::Number(route.port, route.protocol);
+        let port_ref = route.port_ref();
         let http = matches!(route.mode, Mode::Http | Mode::H2c);
         let metrics = ctx
             .metrics
@@ -117,7 +135,7 @@ impl Target {
         // Only UDP re-picks and `--reset-removed` read the sets: other targets skip the
         // follower task and its two sets (about 2 KB per Service port, 20 MB at 10,000).
         let sets = if route.mode == Mode::Udp || ctx.args.reset_removed {
-            follow_sets(&ctx, &route.service, port_ref, route.scope())
+            follow_sets(&ctx, &route.service, port_ref.clone(), route.scope())
         } else {
             unfollowed_sets()
         };
@@ -127,6 +145,7 @@ impl Target {
             port: route.port,
             protocol: route.protocol,
             scope: route.scope(),
+            port_ref,
             pool: OnceLock::new(),
             metrics,
             sets,
@@ -139,7 +158,7 @@ impl Target {
             EndpointPool::new(
                 self.ctx.store.clone(),
                 self.service.clone(),
-                PortRef::Number(self.port, self.protocol),
+                self.port_ref.clone(),
                 self.ctx.locality.clone(),
                 self.scope,
                 BalanceConfig::default(),
@@ -162,7 +181,7 @@ impl Target {
         let snap = self.ctx.store.get(&self.service);
         sets_of(
             snap.as_deref(),
-            &PortRef::Number(self.port, self.protocol),
+            &self.port_ref,
             &self.ctx.locality,
             self.scope,
         )

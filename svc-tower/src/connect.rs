@@ -9,9 +9,13 @@
 //! whose cache honours each record's TTL; nothing here caches an answer.
 
 mod dns;
+mod h1;
 mod http;
+mod idle;
 mod resolve;
+mod routed;
 
 pub(crate) use self::http::tcp;
 pub use self::http::{Connecting, SvcConnector};
 pub use resolve::{Resolving, SocketAddrs, SvcResolver};
+pub use routed::SvcStream;

@@ -74,7 +74,7 @@ impl NoEndpoints {
     }
 }
 
-/// Formats a [`PortRef`] as `http`, `<unnamed>` or `80/TCP`.
+/// Formats a [`PortRef`] as `http`, `<unnamed>`, `80/TCP` or `80/TCP at IPv6`.
 pub(crate) struct PortDisplay<'a>(pub(crate) &'a PortRef);
 
 impl fmt::Display for PortDisplay<'_> {
@@ -83,6 +83,9 @@ impl fmt::Display for PortDisplay<'_> {
             PortRef::Name(Some(name)) => f.write_str(name),
             PortRef::Name(None) => f.write_str("<unnamed>"),
             PortRef::Number(port, protocol) => write!(f, "{port}/{}", protocol.as_str()),
+            PortRef::Family(port, protocol, family) => {
+                write!(f, "{port}/{} at {family}", protocol.as_str())
+            }
         }
     }
 }

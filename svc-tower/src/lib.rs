@@ -7,7 +7,8 @@
 //! - [`policy`]: which endpoints of a Service port are eligible for a client, following
 //!   kube-proxy's rules (readiness, terminating fallback, traffic policies, trafficDistribution,
 //!   topology hints), and `sessionAffinity: ClientIP`.
-//! - [`balance`]: [`EndpointPool`], P2C over PeakEWMA with Envoy-style outlier ejection, per
+//! - [`balance`]: [`EndpointPool`], P2C with a rotation and a latency tolerance band, a
+//!   starvation bound and Envoy-style outlier ejection, per
 //!   Service port; [`Pools`](balance::Pools) shares them; [`Discover`](balance::Discover)
 //!   feeds tower's own balancers.
 //! - [`connect`]: a `Service<Uri>` connector and a `Service<Name>` resolver for hyper-util's

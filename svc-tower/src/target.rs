@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use svc_core::model::{Protocol, ServicePort, ServiceType, Str};
+use svc_core::model::{Protocol, Service, ServicePort, ServiceType, Stack, Str};
 use svc_core::store::{PortRef, ServiceSnapshot};
 
 use crate::balance::{EndpointPool, Pools};
@@ -60,12 +60,29 @@ fn cluster_only(host: &str, domain: &str) -> bool {
             .is_some_and(|h| h.ends_with(".svc."))
 }
 
-fn pool_target(pools: &Pools, snap: &Arc<ServiceSnapshot>, port: u16, scope: Scope) -> Target {
+/// The pool of `snap`'s `port`, as `port_ref` reaches it (by name, or see [`by_address`]).
+fn pool_target(
+    pools: &Pools,
+    snap: &Arc<ServiceSnapshot>,
+    port: u16,
+    port_ref: PortRef,
+    scope: Scope,
+) -> Target {
     let key = &snap.service.key;
-    let port_ref = PortRef::Number(port, Protocol::Tcp);
     Target::Pool {
         pool: pools.get(key, &port_ref, scope),
         port: snap.service.port_by_number(port, Protocol::Tcp).cloned(),
+    }
+}
+
+/// The port `ip:port` reaches. A dual-stack Service's address reaches its own family's
+/// endpoints, as through kube-proxy. Any other Service's address reaches what its name does,
+/// with the same [`PortRef`], so that both share one pool (and, in the layer, one set of
+/// connections), as do pools callers get from [`Pools`] by number.
+fn by_address(service: &Service, ip: IpAddr, port: u16) -> PortRef {
+    match service.stack() {
+        Stack::Dual => PortRef::reached_at(ip, port, Protocol::Tcp),
+        Stack::Single(_) | Stack::Unknown => PortRef::Number(port, Protocol::Tcp),
     }
 }
 
@@ -80,7 +97,10 @@ pub(crate) fn resolve(pools: &Pools, host: &str, port: u16) -> Result<Target, Un
     let host = bare_host(host);
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(match store.lookup_vip(ip, port, Protocol::Tcp) {
-            Some(vip) => pool_target(pools, &vip.service, port, Scope::from(vip.kind)),
+            Some(vip) => {
+                let port_ref = by_address(&vip.service.service, ip, port);
+                pool_target(pools, &vip.service, port, port_ref, Scope::from(vip.kind))
+            }
             None => Target::Direct(SocketAddr::new(ip, port)),
         });
     }
@@ -95,7 +115,10 @@ pub(crate) fn resolve(pools: &Pools, host: &str, port: u16) -> Result<Target, Un
                 })?;
             Ok(Target::External { name, port })
         }
-        Some(snap) => Ok(pool_target(pools, &snap, port, Scope::Internal)),
+        Some(snap) => {
+            let port_ref = PortRef::Number(port, Protocol::Tcp);
+            Ok(pool_target(pools, &snap, port, port_ref, Scope::Internal))
+        }
         None if cluster_only(host, &store.config().cluster_domain) => Err(UnknownService {
             host: host.to_string(),
         }),

@@ -125,6 +125,12 @@ pub enum ModelError {
     /// starting with `spec.clusterIP`).
     #[error("spec.clusterIPs: {0}")]
     InvalidClusterIps(String),
+    /// `spec.ipFamilies` or `spec.ipFamilyPolicy` is unknown or disagrees with the cluster
+    /// IPs (more than two families, one twice, `ipFamilies[i]` not the family of
+    /// `clusterIPs[i]`, or two families under `SingleStack`).
+    /// The message starts with the field at fault.
+    #[error("{0}")]
+    InvalidIpFamilies(String),
 }
 
 /// A `Result` whose error is [`ModelError`].

@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::error::{ModelError, Result};
+use super::family::{self, IpFamily, IpFamilyPolicy, Stack};
 use super::{validate, ServiceKey, Str};
 
 /// The Service's `spec.type`.
@@ -154,6 +155,10 @@ pub struct Service {
     pub cluster_ips: Vec<IpAddr>,
     /// `clusterIP: None`: DNS answers with endpoint IPs and nothing is proxied.
     pub headless: bool,
+    /// `spec.ipFamilies` (from a manifest without them, the families of `cluster_ips`).
+    pub ip_families: Vec<IpFamily>,
+    /// `spec.ipFamilyPolicy`.
+    pub ip_family_policy: Option<IpFamilyPolicy>,
     /// `spec.ports`.
     pub ports: Vec<ServicePort>,
     /// `spec.sessionAffinity` with its timeout.
@@ -185,6 +190,8 @@ impl Service {
             service_type: ServiceType::ClusterIp,
             cluster_ips: Vec::new(),
             headless: false,
+            ip_families: Vec::new(),
+            ip_family_policy: None,
             ports: Vec::new(),
             session_affinity: SessionAffinity::None,
             internal_traffic_policy: TrafficPolicy::Cluster,
@@ -213,6 +220,20 @@ impl Service {
     /// Whether connections to this Service are proxied (it has cluster IPs).
     pub fn is_proxied(&self) -> bool {
         !self.headless && self.service_type != ServiceType::ExternalName
+    }
+
+    /// Which families the Service serves: from `ip_families` and `ip_family_policy`, or,
+    /// when `ip_families` is empty, from the families of `cluster_ips`.
+    pub fn stack(&self) -> Stack {
+        if self.ip_families.is_empty() {
+            let families: Vec<IpFamily> = self
+                .cluster_ips
+                .iter()
+                .map(|ip| IpFamily::of(*ip))
+                .collect();
+            return family::stack(&families, self.ip_family_policy);
+        }
+        family::stack(&self.ip_families, self.ip_family_policy)
     }
 }
 
@@ -317,6 +338,7 @@ impl TryFrom<&corev1::Service> for Service {
 
     fn try_from(svc: &corev1::Service) -> Result<Self> {
         let key = object_key(&svc.metadata)?;
+        validate::service_key(&key.name, &key.namespace)?;
         let spec = svc.spec.as_ref().ok_or(ModelError::MissingSpec)?;
         let service_type = match spec.type_.as_deref() {
             None | Some("ClusterIP") => ServiceType::ClusterIp,
@@ -356,6 +378,16 @@ impl TryFrom<&corev1::Service> for Service {
                 .collect::<Result<_>>()?
         };
         validate::cluster_ips(&cluster_ips)?;
+        let (ip_families, ip_family_policy) = if service_type == ServiceType::ExternalName {
+            // The API server clears both for ExternalName Services.
+            (Vec::new(), None)
+        } else {
+            family::parse(
+                spec.ip_families.as_deref(),
+                spec.ip_family_policy.as_deref(),
+                &cluster_ips,
+            )?
+        };
         let external_name = non_empty(spec.external_name.as_ref());
         match (&external_name, service_type) {
             (None, ServiceType::ExternalName) => return Err(ModelError::MissingExternalName),
@@ -409,6 +441,8 @@ impl TryFrom<&corev1::Service> for Service {
             service_type,
             cluster_ips,
             headless,
+            ip_families,
+            ip_family_policy,
             ports,
             session_affinity: session_affinity(spec)?,
             internal_traffic_policy: traffic_policy(

@@ -176,6 +176,7 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
 
     fn try_from(es: &discoveryv1::EndpointSlice) -> Result<Self> {
         let key = object_key(&es.metadata)?;
+        validate::slice_key(&key.name, &key.namespace)?;
         let service_name = es
             .metadata
             .labels

@@ -336,3 +336,104 @@ fn bad_trigger_time_is_ignored_not_fatal() {
     .unwrap();
     assert_eq!(s.last_change_trigger_time, None);
 }
+
+#[test]
+fn ip_families_decide_the_stack() {
+    let rows: [(&str, Value, Vec<IpFamily>, Stack); 7] = [
+        (
+            "ipFamilies as the API server writes them",
+            json!({"clusterIPs": ["10.0.0.1", "fd00::1"], "ipFamilies": ["IPv4", "IPv6"],
+                   "ipFamilyPolicy": "RequireDualStack"}),
+            vec![IpFamily::V4, IpFamily::V6],
+            Stack::Dual,
+        ),
+        (
+            "IPv6 first",
+            json!({"clusterIPs": ["fd00::1", "10.0.0.1"], "ipFamilies": ["IPv6", "IPv4"],
+                   "ipFamilyPolicy": "PreferDualStack"}),
+            vec![IpFamily::V6, IpFamily::V4],
+            Stack::Dual,
+        ),
+        (
+            "PreferDualStack on a single-stack cluster is single-stack",
+            json!({"clusterIP": "10.0.0.1", "ipFamilies": ["IPv4"],
+                   "ipFamilyPolicy": "PreferDualStack"}),
+            vec![IpFamily::V4],
+            Stack::Single(IpFamily::V4),
+        ),
+        (
+            "a manifest without ipFamilies: the cluster IPs' families",
+            json!({"clusterIPs": ["10.0.0.1", "fd00::1"]}),
+            vec![IpFamily::V4, IpFamily::V6],
+            Stack::Dual,
+        ),
+        (
+            "a manifest with one IPv6 cluster IP",
+            json!({"clusterIP": "fd00::1"}),
+            vec![IpFamily::V6],
+            Stack::Single(IpFamily::V6),
+        ),
+        (
+            "headless dual-stack from the API",
+            json!({"clusterIP": "None", "ipFamilies": ["IPv4", "IPv6"],
+                   "ipFamilyPolicy": "RequireDualStack"}),
+            vec![IpFamily::V4, IpFamily::V6],
+            Stack::Dual,
+        ),
+        (
+            "headless from a manifest: nothing says",
+            json!({"clusterIP": "None"}),
+            vec![],
+            Stack::Unknown,
+        ),
+    ];
+    for (why, spec, families, stack) in rows {
+        let s = svc(spec).unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert_eq!(s.ip_families, families, "{why}");
+        assert_eq!(s.stack(), stack, "{why}");
+    }
+    // A Service built in code without ipFamilies takes its cluster IPs' families.
+    let built = Service {
+        cluster_ips: vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
+        ..Service::new(ServiceKey::new("shop", "web"))
+    };
+    assert_eq!(built.stack(), Stack::Dual);
+}
+
+#[test]
+fn bad_ip_families_are_refused() {
+    let rows: [(&str, Value); 6] = [
+        (
+            "unknown family",
+            json!({"clusterIP": "10.0.0.1", "ipFamilies": ["IPv5"]}),
+        ),
+        (
+            "three families",
+            json!({"clusterIP": "10.0.0.1", "ipFamilies": ["IPv4", "IPv6", "IPv4"]}),
+        ),
+        (
+            "one family twice",
+            json!({"clusterIP": "10.0.0.1", "ipFamilies": ["IPv4", "IPv4"]}),
+        ),
+        (
+            "ipFamilies[0] not the family of clusterIPs[0]",
+            json!({"clusterIP": "10.0.0.1", "ipFamilies": ["IPv6"]}),
+        ),
+        (
+            "SingleStack with two families",
+            json!({"clusterIPs": ["10.0.0.1", "fd00::1"], "ipFamilyPolicy": "SingleStack"}),
+        ),
+        (
+            "unknown policy",
+            json!({"clusterIP": "10.0.0.1", "ipFamilyPolicy": "TripleStack"}),
+        ),
+    ];
+    for (why, spec) in rows {
+        match svc(spec) {
+            Err(ModelError::InvalidIpFamilies(msg)) => {
+                assert!(msg.starts_with("spec.ipFamil"), "{why}: {msg}")
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+}

@@ -95,6 +95,43 @@ fn dns_label(s: &str) -> Option<&'static str> {
     None
 }
 
+/// A DNS-1035 label (a Service name): a DNS-1123 label that starts with a letter, or why not.
+fn dns_1035_label(s: &str) -> Option<&'static str> {
+    dns_label(s).or_else(|| {
+        (!s.as_bytes()[0].is_ascii_lowercase()).then_some("must start with a lower case letter")
+    })
+}
+
+/// `metadata.name` and `metadata.namespace` of a Service: the name becomes a DNS label
+/// (`name.namespace.svc.<domain>`), so it must be one, and lower case: a name in upper case
+/// could never be looked up.
+pub(super) fn service_key(name: &str, namespace: &str) -> Result<()> {
+    name_rule("metadata.name", name, dns_1035_label(name))?;
+    name_rule("metadata.namespace", namespace, dns_label(namespace))
+}
+
+/// `metadata.name` (a DNS-1123 subdomain) and `metadata.namespace` of an EndpointSlice.
+pub(super) fn slice_key(name: &str, namespace: &str) -> Result<()> {
+    let subdomain = if name.len() > 253 {
+        Some("must be at most 253 characters")
+    } else {
+        name.split('.').find_map(dns_label)
+    };
+    name_rule("metadata.name", name, subdomain)?;
+    name_rule("metadata.namespace", namespace, dns_label(namespace))
+}
+
+fn name_rule(field: &'static str, value: &str, reason: Option<&'static str>) -> Result<()> {
+    match reason {
+        Some(reason) => Err(ModelError::InvalidName {
+            field,
+            value: value.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// An IANA service name (a named targetPort), or why not: at most 15 characters of lower case
 /// letters, digits and single '-', with at least one letter, not starting or ending with '-'.
 fn iana_svc_name(s: &str) -> Option<&'static str> {

@@ -2,10 +2,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::model::{
-    AddressType, Endpoint, EndpointSlice, Protocol, Service, ServicePort, Str, TargetPort,
+    AddressType, Endpoint, EndpointSlice, IpFamily, Protocol, Service, ServicePort, Stack, Str,
+    TargetPort,
 };
 
 /// One endpoint of one Service port: where to connect, and what we know about it.
@@ -23,7 +25,9 @@ pub struct PortEndpoint {
 pub struct PortSnapshot {
     /// The Service port.
     pub port: ServicePort,
-    /// The endpoints merged from every slice of the Service, sorted by `addr`.
+    /// The endpoints merged from the Service's slices, sorted by `addr` (so IPv4 before
+    /// IPv6); which families they include depends on how the port was reached (see
+    /// [`ServiceSnapshot::ports_at`]).
     pub endpoints: Arc<[PortEndpoint]>,
 }
 
@@ -44,11 +48,16 @@ impl PortSnapshot {
 pub struct ServiceSnapshot {
     /// The Service.
     pub service: Arc<Service>,
-    /// One entry per `service.ports`, in the same order.
+    /// One entry per `service.ports`, in the same order, with the endpoints a client reaches
+    /// by the Service's name: those of every family the Service serves (see
+    /// [`Service::stack`]).
     pub ports: Vec<PortSnapshot>,
     /// Every endpoint of the Service regardless of port, unique per IP (for DNS, notably of
     /// headless Services), sorted by address.
     pub endpoints: Arc<[Arc<Endpoint>]>,
+    /// For a dual-stack Service, `ports` as reached at an IPv4 and at an IPv6 address, each
+    /// with that family's endpoints only; `None` when every address reaches `ports`.
+    by_family: Option<ByFamily>,
 }
 
 impl ServiceSnapshot {
@@ -60,6 +69,31 @@ impl ServiceSnapshot {
     /// The port snapshot with this number and protocol.
     pub fn port_by_number(&self, port: u16, protocol: Protocol) -> Option<&PortSnapshot> {
         self.ports
+            .iter()
+            .find(|p| p.port.port == port && p.port.protocol == protocol)
+    }
+
+    /// The ports as reached at an address of `family`: a cluster IP, an external or
+    /// load-balancer IP, or a node address for a NodePort. On a dual-stack Service each has
+    /// that family's endpoints only, as kube-proxy's per-family proxiers give them; otherwise
+    /// these are [`Self::ports`].
+    pub fn ports_at(&self, family: IpFamily) -> &[PortSnapshot] {
+        match (&self.by_family, family) {
+            (Some(split), IpFamily::V4) => &split[0],
+            (Some(split), IpFamily::V6) => &split[1],
+            (None, _) => &self.ports,
+        }
+    }
+
+    /// The port with this number and protocol as reached at an address of `family` (see
+    /// [`Self::ports_at`]).
+    pub fn port_at(
+        &self,
+        port: u16,
+        protocol: Protocol,
+        family: IpFamily,
+    ) -> Option<&PortSnapshot> {
+        self.ports_at(family)
             .iter()
             .find(|p| p.port.port == port && p.port.protocol == protocol)
     }
@@ -90,7 +124,40 @@ fn slice_port(slice: &EndpointSlice, sp: &ServicePort) -> Option<u16> {
         })
 }
 
+/// The ranges of IPv4 and of IPv6 endpoints in an address-sorted list (`SocketAddr` orders
+/// every IPv4 address before every IPv6 one).
+fn family_ranges(endpoints: &[PortEndpoint]) -> [Range<usize>; 2] {
+    let split = endpoints.partition_point(|e| e.addr.is_ipv4());
+    [0..split, split..endpoints.len()]
+}
+
+/// `all[range]`, sharing `all` when the range covers it.
+fn part(all: &Arc<[PortEndpoint]>, range: Range<usize>) -> Arc<[PortEndpoint]> {
+    if range.len() == all.len() {
+        all.clone()
+    } else {
+        all[range].into()
+    }
+}
+
+fn with_endpoints(port: &PortSnapshot, endpoints: Arc<[PortEndpoint]>) -> PortSnapshot {
+    PortSnapshot {
+        port: port.port.clone(),
+        endpoints,
+    }
+}
+
 /// Builds a Service's snapshot from the Service and all of its slices.
+///
+/// **Families.** kube-proxy runs one proxier per family, and each sees only its family's
+/// slices, so a dual-stack Service's IPv4 addresses reach its IPv4 endpoints and its IPv6
+/// addresses its IPv6 endpoints. The snapshot keeps both views ([`ServiceSnapshot::ports_at`])
+/// and, by name, all of them (a client resolving the name may get either cluster IP). A
+/// single-stack Service reaches its own family's endpoints, as its kube-proxy would; but when
+/// a port has none of its family and some of the other (a hand-written manifest with IPv6
+/// endpoints behind an IPv4 cluster IP), it keeps them, since a proxy in user space can
+/// reach them and that is what it did before families were split. Nothing is split for a
+/// Service whose endpoints are all of one family.
 ///
 /// `slices` is ordered by slice name. When two slices carry the same IP:port, the copy from the
 /// first slice by name wins. kube-proxy (`EndpointSliceCache.addEndpoints`) keeps the first copy
@@ -130,6 +197,7 @@ pub fn build(service: Arc<Service>, slices: &BTreeMap<Str, Arc<EndpointSlice>>) 
             }
         })
         .collect();
+    let (ports, by_family) = split_families(service.stack(), ports);
     let mut seen: HashSet<IpAddr> = HashSet::new();
     let mut all: Vec<Arc<Endpoint>> = routed()
         .flat_map(|s| s.endpoints.iter())
@@ -141,5 +209,45 @@ pub fn build(service: Arc<Service>, slices: &BTreeMap<Str, Arc<EndpointSlice>>) 
         service,
         ports,
         endpoints: all.into(),
+        by_family,
     }
 }
+
+/// The ports of a dual-stack Service as reached at an IPv4 and at an IPv6 address.
+type ByFamily = Box<[Vec<PortSnapshot>; 2]>;
+
+/// `ports` by name and, for a dual-stack Service, by family; see [`build`].
+fn split_families(stack: Stack, ports: Vec<PortSnapshot>) -> (Vec<PortSnapshot>, Option<ByFamily>) {
+    match stack {
+        Stack::Dual => {
+            let mut v4 = Vec::with_capacity(ports.len());
+            let mut v6 = Vec::with_capacity(ports.len());
+            for p in &ports {
+                let [r4, r6] = family_ranges(&p.endpoints);
+                v4.push(with_endpoints(p, part(&p.endpoints, r4)));
+                v6.push(with_endpoints(p, part(&p.endpoints, r6)));
+            }
+            (ports, Some(Box::new([v4, v6])))
+        }
+        Stack::Single(family) => {
+            let own = |p: PortSnapshot| {
+                let [r4, r6] = family_ranges(&p.endpoints);
+                let (mine, other) = match family {
+                    IpFamily::V4 => (r4, r6),
+                    IpFamily::V6 => (r6, r4),
+                };
+                if mine.is_empty() || other.is_empty() {
+                    p
+                } else {
+                    let endpoints = part(&p.endpoints, mine);
+                    with_endpoints(&p, endpoints)
+                }
+            };
+            (ports.into_iter().map(own).collect(), None)
+        }
+        Stack::Unknown => (ports, None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

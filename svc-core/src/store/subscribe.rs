@@ -1,7 +1,7 @@
 //! Subscriptions: per-port endpoint updates and the whole-store change feed.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -12,7 +12,7 @@ use tokio::sync::{watch, Notify};
 use tokio_stream::wrappers::WatchStream;
 
 use super::snapshot::{PortEndpoint, PortSnapshot, ServiceSnapshot};
-use crate::model::{Protocol, ServiceKey, Str};
+use crate::model::{IpFamily, Protocol, ServiceKey, Str};
 
 /// Which port of a Service to follow: a Service port is named by its name or its number, so
 /// this is exhaustive by definition.
@@ -22,14 +22,25 @@ pub enum PortRef {
     Name(Option<Str>),
     /// By port number and protocol.
     Number(u16, Protocol),
+    /// By port number and protocol, as reached at an address of this family (a cluster,
+    /// external or load-balancer IP, or a node address for a NodePort): on a dual-stack
+    /// Service, that family's endpoints only (see [`ServiceSnapshot::ports_at`]).
+    Family(u16, Protocol, IpFamily),
 }
 
 impl PortRef {
+    /// Service port `port`/`protocol` as reached at `ip` (a [`PortRef::Family`]). For a
+    /// NodePort, `ip` is the node address and `port` still the Service port.
+    pub fn reached_at(ip: IpAddr, port: u16, protocol: Protocol) -> Self {
+        Self::Family(port, protocol, IpFamily::of(ip))
+    }
+
     /// Finds this port in a snapshot.
     pub fn find<'a>(&self, snapshot: &'a ServiceSnapshot) -> Option<&'a PortSnapshot> {
         match self {
             Self::Name(name) => snapshot.port_by_name(name.as_deref()),
             Self::Number(port, protocol) => snapshot.port_by_number(*port, *protocol),
+            Self::Family(port, protocol, family) => snapshot.port_at(*port, *protocol, *family),
         }
     }
 }

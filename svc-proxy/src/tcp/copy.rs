@@ -57,23 +57,44 @@ pub struct Counters<'a> {
     pub tx: &'a Counter,
 }
 
-/// When something last moved, shared by both directions for the idle timeout.
-struct Activity {
+/// When something last moved, shared by both directions for the idle timeout, and when the
+/// first bytes moved each way if the caller asked ([`bidirectional_timed`]).
+struct Activity<'a> {
     start: Instant,
     last: AtomicU64,
+    first: Option<&'a FirstBytes>,
 }
 
-impl Activity {
-    fn new() -> Self {
+/// The direction of one half of a flow.
+#[derive(Clone, Copy)]
+enum Way {
+    /// Client to endpoint.
+    Up,
+    /// Endpoint to client.
+    Down,
+}
+
+impl<'a> Activity<'a> {
+    fn new(first: Option<&'a FirstBytes>) -> Self {
         Self {
             start: Instant::now(),
             last: AtomicU64::new(0),
+            first,
         }
     }
 
-    fn touch(&self) {
-        self.last
-            .store(self.start.elapsed().as_nanos() as u64, Relaxed);
+    fn touch(&self, way: Way) {
+        let at = self.start.elapsed().as_nanos() as u64;
+        self.last.store(at, Relaxed);
+        if let Some(first) = self.first {
+            let first = match way {
+                Way::Up => &first.up,
+                Way::Down => &first.down,
+            };
+            if first.load(Relaxed) == 0 {
+                let _ = first.compare_exchange(0, at + 1, Relaxed, Relaxed);
+            }
+        }
     }
 
     async fn idle_for(&self, timeout: Duration) {
@@ -95,13 +116,48 @@ pub async fn bidirectional(
     idle_timeout: Duration,
     counters: Counters<'_>,
 ) -> CopyEnd {
+    bidirectional_timed(client, server, buffer_size, idle_timeout, counters, None).await
+}
+
+/// When the first bytes of a flow moved, for the balancer's latency sample of an L4 flow.
+#[derive(Debug, Default)]
+pub struct FirstBytes {
+    /// Nanoseconds from the start of the copy to the first client bytes, plus one (0: none).
+    up: AtomicU64,
+    /// The same for the first endpoint bytes.
+    down: AtomicU64,
+}
+
+impl FirstBytes {
+    /// How long the endpoint took to send its first bytes: after the client's first bytes
+    /// for protocols where the client speaks first (a request), or from the start for those
+    /// where the server does (a greeting). `None` if it sent nothing.
+    pub fn latency(&self) -> Option<Duration> {
+        let (up, down) = (self.up.load(Relaxed), self.down.load(Relaxed));
+        match (up, down) {
+            (_, 0) => None,
+            (0, down) => Some(Duration::from_nanos(down - 1)),
+            (up, down) => Some(Duration::from_nanos(down.saturating_sub(up))),
+        }
+    }
+}
+
+/// [`bidirectional`], noting in `first` when the first bytes moved each way.
+pub async fn bidirectional_timed(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    buffer_size: usize,
+    idle_timeout: Duration,
+    counters: Counters<'_>,
+    first: Option<&FirstBytes>,
+) -> CopyEnd {
     // TcpStream's borrowed halves are free; `tokio::io::split` would lock on every call.
     let (cr, mut cw) = client.split();
     let (sr, mut sw) = server.split();
-    let activity = Activity::new();
+    let activity = Activity::new(first);
     let size = buffer_size.max(1024);
-    let up = socket_one_way(&cr, &mut sw, size, &activity, counters.rx);
-    let down = socket_one_way(&sr, &mut cw, size, &activity, counters.tx);
+    let up = socket_one_way(&cr, &mut sw, size, &activity, Way::Up, counters.rx);
+    let down = socket_one_way(&sr, &mut cw, size, &activity, Way::Down, counters.tx);
     join(up, down, &activity, idle_timeout).await
 }
 
@@ -119,10 +175,10 @@ where
 {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (sr, mut sw) = server.split();
-    let activity = Activity::new();
+    let activity = Activity::new(None);
     let size = buffer_size.max(1024);
-    let up = stream_one_way(&mut cr, &mut sw, size, &activity, counters.rx);
-    let down = socket_one_way(&sr, &mut cw, size, &activity, counters.tx);
+    let up = stream_one_way(&mut cr, &mut sw, size, &activity, Way::Up, counters.rx);
+    let down = socket_one_way(&sr, &mut cw, size, &activity, Way::Down, counters.tx);
     join(up, down, &activity, idle_timeout).await
 }
 
@@ -140,17 +196,17 @@ where
 {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = tokio::io::split(server);
-    let activity = Activity::new();
+    let activity = Activity::new(None);
     let size = buffer_size.max(1024);
-    let up = stream_one_way(&mut cr, &mut sw, size, &activity, counters.rx);
-    let down = stream_one_way(&mut sr, &mut cw, size, &activity, counters.tx);
+    let up = stream_one_way(&mut cr, &mut sw, size, &activity, Way::Up, counters.rx);
+    let down = stream_one_way(&mut sr, &mut cw, size, &activity, Way::Down, counters.tx);
     join(up, down, &activity, idle_timeout).await
 }
 
 async fn join(
     up: impl Future<Output = io::Result<()>>,
     down: impl Future<Output = io::Result<()>>,
-    activity: &Activity,
+    activity: &Activity<'_>,
     idle_timeout: Duration,
 ) -> CopyEnd {
     tokio::select! {
@@ -167,7 +223,8 @@ async fn socket_one_way<W>(
     r: &ReadHalf<'_>,
     w: &mut W,
     buffer_size: usize,
-    activity: &Activity,
+    activity: &Activity<'_>,
+    way: Way,
     bytes: &Counter,
 ) -> io::Result<()>
 where
@@ -181,7 +238,7 @@ where
             match r.try_read_buf(&mut *buf) {
                 Ok(0) => return end_of_stream(w).await,
                 Ok(n) => {
-                    activity.touch();
+                    activity.touch(way);
                     w.write_all(&buf).await?;
                     bytes.inc_by(n as u64);
                 }
@@ -199,7 +256,8 @@ async fn stream_one_way<R, W>(
     r: &mut R,
     w: &mut W,
     buffer_size: usize,
-    activity: &Activity,
+    activity: &Activity<'_>,
+    way: Way,
     bytes: &Counter,
 ) -> io::Result<()>
 where
@@ -212,7 +270,7 @@ where
         if n == 0 {
             return end_of_stream(w).await;
         }
-        activity.touch();
+        activity.touch(way);
         w.write_all(&small[..n]).await?;
         bytes.inc_by(n as u64);
         if n < SMALL_READ {
@@ -225,7 +283,7 @@ where
             if n == 0 {
                 return end_of_stream(w).await;
             }
-            activity.touch();
+            activity.touch(way);
             w.write_all(&buf).await?;
             bytes.inc_by(n as u64);
             if n < buf.capacity() {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use svc_tower::balance::Pick;
 
-use super::copy::{self, CopyEnd, Counters};
+use super::copy::{self, CopyEnd, Counters, FirstBytes};
 use crate::target::{EndpointSets, Target};
 
 /// Endpoints tried per connection before giving up.
@@ -47,7 +47,8 @@ pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAdd
         return;
     };
     let args = &target.ctx.args;
-    let copy = copy::bidirectional(
+    let first = FirstBytes::default();
+    let copy = copy::bidirectional_timed(
         &mut client,
         &mut server,
         args.buffer_size,
@@ -56,6 +57,7 @@ pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAdd
             rx: &m.rx,
             tx: &m.tx,
         },
+        Some(&first),
     );
     let removed = async {
         if args.reset_removed {
@@ -69,10 +71,11 @@ pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAdd
         _ = removed => Err(Cut::Removed),
         _ = target.ctx.drain.cutting() => Err(Cut::DrainDeadline),
     };
-    // The pick was held for the whole flow, so that the balancer counted it as in flight (P2C
-    // over PeakEWMA × in-flight is then latency-weighted least-connections); the sample is the
-    // connect time.
-    pick.success(rtt);
+    // The pick was held for the whole flow, so that the balancer counted it as an open
+    // connection (TCP mode balances least-connections). The latency sample, which only breaks
+    // ties, is the time the endpoint took to send its first bytes (to answer a request, or to
+    // greet); the connect time when it sent none.
+    pick.success(first.latency().unwrap_or(rtt));
     match end {
         Ok(CopyEnd::Closed) => {}
         Ok(CopyEnd::Idle) => {

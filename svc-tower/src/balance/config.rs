@@ -2,15 +2,72 @@
 
 use std::time::Duration;
 
-/// Outlier ejection and load estimation settings. [`Default`] gives Envoy's defaults.
+/// Envoy's `slow_start_config`: an endpoint that has just become eligible gets a share of
+/// traffic that ramps up over `window` instead of a full share at once.
 ///
-/// Ejection follows Envoy's `consecutive_5xx` detector, fed by [`Pick::failure`]:
+/// Its weight is `max(min_weight_percent / 100, (max(t, 1 s) / window) ^ (1 / aggression))`,
+/// `t` being the time since it became eligible (Envoy's formula). The balancer applies the
+/// weight twice: an endpoint in slow start that comes up as the rotation's candidate takes
+/// that turn only with probability `weight` (serial traffic), and its requests in flight
+/// count `1 / weight` times (concurrent traffic). The endpoints of a pool's first set are not
+/// in slow start: a client that starts up has nothing to ramp from.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SlowStart {
+    /// How long the ramp lasts.
+    pub window: Duration,
+    /// The ramp's curve: 1.0 is linear, higher ramps faster at first (Envoy's default 1.0).
+    pub aggression: f64,
+    /// The weight an endpoint starts from, in percent of a full one (Envoy's default 10).
+    pub min_weight_percent: u8,
+}
+
+impl SlowStart {
+    /// A linear ramp over `window` from 10 % (Envoy's defaults for the other two fields).
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            aggression: 1.0,
+            min_weight_percent: 10,
+        }
+    }
+
+    /// The weight in (0, 1] of an endpoint eligible for `since`.
+    pub(crate) fn weight(&self, since: Duration) -> f64 {
+        if since >= self.window {
+            return 1.0;
+        }
+        let time_factor = since.max(Duration::from_secs(1)).as_secs_f64()
+            / self.window.as_secs_f64().max(f64::MIN_POSITIVE);
+        let aggression = if self.aggression > 0.0 {
+            self.aggression
+        } else {
+            1.0
+        };
+        let min = f64::from(self.min_weight_percent.clamp(1, 100)) / 100.0;
+        time_factor.powf(1.0 / aggression).clamp(min, 1.0)
+    }
+}
+
+/// Balancer, outlier ejection and load estimation settings. [`Default`] gives Envoy's
+/// outlier-ejection defaults and the balancing described in the crate's ARCHITECTURE.md.
+///
+/// **Picking.** One candidate comes from a rotation over the eligible endpoints, the other at
+/// random (power of two choices). In order, the candidate wins that:
+/// 1. has been passed over for more than `starvation_picks` picks (no endpoint starves);
+/// 2. has the shorter streak of consecutive failures (a failing endpoint loses at once);
+/// 3. is cheaper: with latencies alike (see `latency_tolerance`), fewer picks in flight
+///    (requests; open connections for a proxy that holds a pick per flow), counts within
+///    `latency_tolerance`'s factor being alike; otherwise the lower latency × (in flight + 1),
+///    as PeakEWMA's cost;
+/// 4. is the rotation's candidate (equal endpoints get exact round robin).
+///
+/// **Ejection** follows Envoy's `consecutive_5xx` detector, fed by [`Pick::failure`]:
 /// after `consecutive_failures` failures in a row an endpoint is ejected for
 /// `base_ejection × (times it has been ejected)`, capped at `max_ejection`, unless that would
-/// eject more than `max_ejection_percent` of the endpoints. As in Envoy, the percentage is
-/// checked *including* the endpoint about to be ejected: with the default 10%, fewer than 10
-/// endpoints means nothing is ever ejected (Envoy's `always_eject_one_host` is off by default;
-/// set [`BalanceConfig::always_eject_one`] to change that).
+/// eject more than `max_ejection_percent` of the endpoints. As Envoy's outlier detection
+/// documents ("if no hosts have been ejected, Envoy will eject the host immediately"), one
+/// endpoint can always be ejected whatever the percentage (`always_eject_one`).
 ///
 /// When fewer than `panic_threshold_percent` of the eligible endpoints are un-ejected, the
 /// balancer is in *panic* and ignores ejection altogether, as Envoy does.
@@ -19,6 +76,20 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct BalanceConfig {
+    /// An endpoint is slower than another only when its fastest recent answer (of its last
+    /// 7) is more than this factor above the other's median (default 1.5) and more than
+    /// `latency_floor` above it; otherwise they are equal and requests in flight decide, so
+    /// that noise (loopback RTTs of 0.1–0.5 ms, a hiccup) never does.
+    pub latency_tolerance: f64,
+    /// See `latency_tolerance` (default 1 ms).
+    pub latency_floor: Duration,
+    /// An eligible, un-ejected endpoint passed over for more than this many picks wins the
+    /// next comparison it takes part in (default 24). With `n` eligible endpoints and no
+    /// change to the set, no endpoint waits more than `starvation_picks + n` picks.
+    pub starvation_picks: u32,
+    /// Opt-in slow start for endpoints that become eligible (default `None`: a new endpoint
+    /// gets the very next pick and a full share from then on).
+    pub slow_start: Option<SlowStart>,
     /// Consecutive failures that eject an endpoint (default 5; 0 disables ejection).
     pub consecutive_failures: u32,
     /// Base ejection time, multiplied by the number of times the endpoint was ejected
@@ -26,29 +97,38 @@ pub struct BalanceConfig {
     pub base_ejection: Duration,
     /// Longest ejection (default 300 s, Envoy's `max_ejection_time`).
     pub max_ejection: Duration,
-    /// At most this share of the endpoints may be ejected at once (default 10).
+    /// At most this share of the endpoints may be ejected at once (default 10), except for the
+    /// first one (see `always_eject_one`).
     pub max_ejection_percent: u8,
-    /// Eject one endpoint even when that exceeds `max_ejection_percent` (default false, as
-    /// Envoy's `always_eject_one_host`).
+    /// Eject an endpoint when none is ejected, even when that exceeds
+    /// `max_ejection_percent` (default true, Envoy's documented behaviour; without it, a
+    /// Service with fewer than 10 endpoints could never eject a dead one).
     pub always_eject_one: bool,
     /// Below this share of un-ejected endpoints, ejection is ignored (default 50).
     pub panic_threshold_percent: u8,
-    /// PeakEWMA decay: how fast the RTT estimate forgets (default 10 s).
+    /// PeakEWMA decay of the reported RTT estimate ([`EndpointStats::rtt_estimate`], for
+    /// metrics; picks compare recent answers instead): how fast it forgets (default 10 s).
+    ///
+    /// [`EndpointStats::rtt_estimate`]: super::EndpointStats::rtt_estimate
     pub ewma_decay: Duration,
-    /// The RTT estimate of the first endpoints, before any has answered (default 30 ms).
-    /// Endpoints added later start at the mean of the pool's current estimates (at most
-    /// this), so that they get their share of requests at once.
+    /// The reported RTT estimate of the first endpoints before any answer (default 30 ms).
+    /// Endpoints added later start at the median of the pool's estimates (at most this); an
+    /// endpoint's first answer replaces it.
     pub default_rtt: Duration,
 }
 
 impl Default for BalanceConfig {
     fn default() -> Self {
         Self {
+            latency_tolerance: 1.5,
+            latency_floor: Duration::from_millis(1),
+            starvation_picks: 24,
+            slow_start: None,
             consecutive_failures: 5,
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejection_percent: 10,
-            always_eject_one: false,
+            always_eject_one: true,
             panic_threshold_percent: 50,
             ewma_decay: Duration::from_secs(10),
             default_rtt: Duration::from_millis(30),

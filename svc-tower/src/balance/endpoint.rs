@@ -21,6 +21,42 @@ pub(crate) fn decayed(rtt_ns: f64, since_ns: u64, decay_ns: f64) -> f64 {
     rtt_ns * (-(since_ns as f64) / decay_ns).exp()
 }
 
+/// RTT samples whose median the balancer compares.
+pub(crate) const RECENT: usize = 7;
+
+/// Answers before an endpoint's latency is compared with others' (until then it is as fast
+/// as any).
+pub(crate) const MIN_SAMPLES: u64 = 3;
+
+/// The last [`RECENT`] RTT samples. Endpoints are compared by them rather than by PeakEWMA's
+/// estimate, which a single slow answer raises at once and which then takes seconds to decay
+/// (a scheduling hiccup would cost an endpoint its traffic for that long). An endpoint is
+/// slower than another only when even its fastest recent answer is slower than the other's
+/// median, beyond the tolerance band: noise leaves some fast answers, an endpoint that became
+/// 5 ms slower has none after 7 answers.
+#[derive(Debug, Default)]
+struct Recent {
+    samples: [u64; RECENT],
+    len: usize,
+    next: usize,
+}
+
+impl Recent {
+    /// Adds a sample; returns the median and the minimum of the kept ones.
+    fn push(&mut self, sample: u64) -> (u64, u64) {
+        self.samples[self.next] = sample;
+        self.next = (self.next + 1) % RECENT;
+        self.len = (self.len + 1).min(RECENT);
+        let mut sorted = self.samples;
+        let kept = &mut sorted[..self.len];
+        kept.sort_unstable();
+        (kept[self.len / 2], kept[0])
+    }
+}
+
+/// [`EndpointState::eligible_since`] of an endpoint that is not in slow start.
+pub(crate) const NOT_STARTING: Nanos = Nanos::MAX;
+
 /// One endpoint's live state, shared by the pool and its outstanding picks.
 #[derive(Debug)]
 pub(crate) struct EndpointState {
@@ -29,8 +65,17 @@ pub(crate) struct EndpointState {
     /// `f64` bits of the RTT estimate in nanoseconds.
     rtt_ns: AtomicU64,
     rtt_at: AtomicU64,
-    rtt_lock: Mutex<()>,
+    /// The last RTT samples; taken by writers only.
+    recent: Mutex<Recent>,
+    /// The median of `recent`, in nanoseconds.
+    typical_ns: AtomicU64,
+    /// The minimum of `recent`, in nanoseconds.
+    best_ns: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// The pool's rotation counter when this endpoint was last chosen (starvation check).
+    last_chosen: AtomicU64,
+    /// When it last became eligible, for slow start; [`NOT_STARTING`] when not ramping.
+    eligible_since: AtomicU64,
     ejected: AtomicBool,
     ejected_until: AtomicU64,
     times_ejected: AtomicU32,
@@ -47,8 +92,12 @@ impl EndpointState {
             in_flight: AtomicU32::new(0),
             rtt_ns: AtomicU64::new((default_rtt.as_nanos() as f64).to_bits()),
             rtt_at: AtomicU64::new(now),
-            rtt_lock: Mutex::new(()),
+            recent: Mutex::new(Recent::default()),
+            typical_ns: AtomicU64::new(0),
+            best_ns: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
+            last_chosen: AtomicU64::new(0),
+            eligible_since: AtomicU64::new(NOT_STARTING),
             ejected: AtomicBool::new(false),
             ejected_until: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
@@ -57,13 +106,6 @@ impl EndpointState {
             failures: AtomicU64::new(0),
             rtt_total_ns: AtomicU64::new(0),
         }
-    }
-
-    /// PeakEWMA cost: the decayed RTT estimate times (in-flight + 1).
-    #[inline]
-    pub(crate) fn cost(&self, now: Nanos, decay_ns: f64) -> f64 {
-        let pending = self.in_flight.load(Ordering::Relaxed);
-        self.rtt_estimate(now, decay_ns) * f64::from(pending + 1)
     }
 
     /// The decayed RTT estimate, in nanoseconds.
@@ -86,17 +128,69 @@ impl EndpointState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The median of the last [`RECENT`] RTT samples, in nanoseconds (0 before the first).
+    #[inline]
+    pub(crate) fn typical_rtt(&self) -> f64 {
+        self.typical_ns.load(Ordering::Relaxed) as f64
+    }
+
+    /// The fastest of the last [`RECENT`] RTT samples, in nanoseconds (0 before the first).
+    #[inline]
+    pub(crate) fn best_rtt(&self) -> f64 {
+        self.best_ns.load(Ordering::Relaxed) as f64
+    }
+
+    /// Whether it has answered often enough for its latency to mean something: the median
+    /// of fewer than [`MIN_SAMPLES`] answers is one unlucky answer away from anything.
+    #[inline]
+    pub(crate) fn is_measured(&self) -> bool {
+        self.successes.load(Ordering::Relaxed) >= MIN_SAMPLES
+    }
+
+    /// Failures in a row since the last success.
+    #[inline]
+    pub(crate) fn failure_streak(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn last_chosen(&self) -> u64 {
+        self.last_chosen.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn set_last_chosen(&self, turn: u64) {
+        self.last_chosen.store(turn, Ordering::Relaxed);
+    }
+
+    /// When the endpoint became eligible, if it is in slow start.
+    #[inline]
+    pub(crate) fn eligible_since(&self) -> Option<Nanos> {
+        let since = self.eligible_since.load(Ordering::Relaxed);
+        (since != NOT_STARTING).then_some(since)
+    }
+
+    pub(crate) fn set_eligible_since(&self, since: Nanos) {
+        self.eligible_since.store(since, Ordering::Relaxed);
+    }
+
     /// Records a success: the streak ends and the RTT sample feeds the estimate.
     pub(crate) fn success(&self, rtt: Duration, now: Nanos, decay_ns: f64) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
-        self.successes.fetch_add(1, Ordering::Relaxed);
+        let first = self.successes.fetch_add(1, Ordering::Relaxed) == 0;
         let sample = rtt.as_nanos() as f64;
         self.rtt_total_ns
             .fetch_add(rtt.as_nanos() as u64, Ordering::Relaxed);
-        let _guard = self.rtt_lock.lock();
+        let mut recent = self.recent.lock();
+        let (typical, best) = recent.push(rtt.as_nanos() as u64);
+        self.typical_ns.store(typical, Ordering::Relaxed);
+        self.best_ns.store(best, Ordering::Relaxed);
         let prev = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
         let at = self.rtt_at.load(Ordering::Relaxed);
-        let next = if prev < sample {
+        // The first sample replaces the starting estimate, which is only a guess: otherwise
+        // a fast endpoint would take tens of seconds of decay to come down from the 30 ms
+        // default, and every endpoint would look alike meanwhile.
+        let next = if first || prev < sample {
             sample
         } else {
             let w = (-(now.saturating_sub(at) as f64) / decay_ns).exp();
@@ -104,6 +198,11 @@ impl EndpointState {
         };
         self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
         self.rtt_at.store(now, Ordering::Relaxed);
+    }
+
+    /// Forgets the failure streak (the endpoint passed its readiness probe again).
+    pub(crate) fn forgive(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 
     /// Records a failure; returns the length of the failure streak.
@@ -145,6 +244,7 @@ impl EndpointState {
             failures: self.failures.load(Ordering::Relaxed),
             latency_total: Duration::from_nanos(self.rtt_total_ns.load(Ordering::Relaxed)),
             rtt_estimate: Duration::from_nanos(self.rtt_estimate(now, decay_ns) as u64),
+            latency: Duration::from_nanos(self.typical_ns.load(Ordering::Relaxed)),
             ejected: self.is_ejected(),
             times_ejected: self.times_ejected.load(Ordering::Relaxed),
         }
@@ -172,8 +272,11 @@ pub struct EndpointStats {
     /// Sum of the RTTs reported with [`Pick::success`](super::Pick::success) (divide by
     /// `successes` for a mean).
     pub latency_total: Duration,
-    /// The current PeakEWMA RTT estimate.
+    /// The current PeakEWMA RTT estimate (as `tower::load::PeakEwma` computes it).
     pub rtt_estimate: Duration,
+    /// The median of the last 7 RTTs: the latency the balancer compares endpoints by (zero
+    /// before the first answer).
+    pub latency: Duration,
     /// Whether outlier detection has ejected it.
     pub ejected: bool,
     /// How many times it was ejected.

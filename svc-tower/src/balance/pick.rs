@@ -10,9 +10,10 @@ use super::pool::Shared;
 /// An endpoint chosen by [`EndpointPool::pick`](super::EndpointPool::pick), counted as in
 /// flight until it is dropped.
 ///
-/// Report how the use went with [`success`](Self::success) (feeds the PeakEWMA estimate and
-/// ends the failure streak) or [`failure`](Self::failure) (feeds outlier ejection). Dropping
-/// it without either is neutral: it only ends the in-flight count.
+/// Report how the use went with [`success`](Self::success) (feeds the latency and ends the
+/// failure streak) or [`failure`](Self::failure) (lengthens the streak, which loses every
+/// comparison until the next success, and feeds outlier ejection). Dropping it without either
+/// is neutral: it only ends the in-flight count.
 #[derive(Debug)]
 #[must_use = "a pick is in flight until dropped; report success or failure"]
 pub struct Pick {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +15,9 @@ use tokio::time::Instant;
 
 use super::builder::{PoolBuilder, TaskGuard};
 use super::config::BalanceConfig;
-use super::endpoint::{EndpointState, EndpointStats, Nanos};
+use super::endpoint::{EndpointState, EndpointStats, Nanos, NOT_STARTING};
 use super::outlier::{panicking, Outlier};
-use super::p2c::{choose, Skip};
+use super::p2c::{choose, Skip, Tuning, Turn};
 use super::pick::Pick;
 use super::rng::SplitMix;
 use crate::error::{NoEndpoints, NoEndpointsReason};
@@ -50,8 +51,13 @@ pub(crate) struct Shared {
     scope: Scope,
     pub(crate) config: BalanceConfig,
     pub(crate) decay_ns: f64,
+    tuning: Tuning,
     epoch: Instant,
     rng: SplitMix,
+    /// The rotation: each pick takes the next value; it jumps to an endpoint that joins.
+    turns: AtomicU64,
+    /// Whether the pool has had endpoints (the first ones are not "joining").
+    had_endpoints: AtomicBool,
     set: RwLock<Arc<Set>>,
     outlier: Outlier,
     affinity: Mutex<Option<AffinityTable>>,
@@ -68,8 +74,17 @@ impl Shared {
         config: BalanceConfig,
         seed: u64,
     ) -> Self {
+        let decay_ns = (config.ewma_decay.as_nanos() as f64).max(1.0);
         Self {
-            decay_ns: (config.ewma_decay.as_nanos() as f64).max(1.0),
+            decay_ns,
+            tuning: Tuning {
+                tolerance: config.latency_tolerance.max(1.0),
+                floor_ns: config.latency_floor.as_nanos() as f64,
+                starvation: u64::from(config.starvation_picks),
+                slow_start: config.slow_start.clone(),
+            },
+            turns: AtomicU64::new(0),
+            had_endpoints: AtomicBool::new(false),
             config,
             key,
             port,
@@ -109,24 +124,51 @@ impl Shared {
             .try_eject(ep, set.endpoints.len(), in_set, self.now(), &self.config);
     }
 
-    /// The RTT estimate a new endpoint starts with: the mean of the current estimates, so that
-    /// it gets its share of requests at once (with `default_rtt`, it would look slower than
-    /// every warmed-up endpoint of a fast service and get nothing until their estimates
-    /// decayed), or `default_rtt` when there is nothing to go by.
+    /// The RTT estimate a new endpoint starts with: the median of the current estimates, so
+    /// that it is equal to the others from the start (with `default_rtt` it would look slower
+    /// than every warmed-up endpoint of a fast service; the median, unlike the mean, is not
+    /// pulled out of the others' band by one slow endpoint), or `default_rtt` when there is
+    /// nothing to go by.
     fn initial_rtt<'a>(
         &self,
         existing: impl Iterator<Item = &'a Arc<EndpointState>>,
         now: Nanos,
     ) -> Duration {
-        let (mut sum, mut n) = (0.0, 0u32);
-        for e in existing {
-            sum += e.rtt_estimate(now, self.decay_ns);
-            n += 1;
-        }
-        if n == 0 {
+        let mut estimates: Vec<f64> = existing
+            .map(|e| e.rtt_estimate(now, self.decay_ns))
+            .collect();
+        if estimates.is_empty() {
             return self.config.default_rtt;
         }
-        Duration::from_nanos((sum / f64::from(n)) as u64).min(self.config.default_rtt)
+        estimates.sort_by(f64::total_cmp);
+        let median = estimates[estimates.len() / 2];
+        Duration::from_nanos(median as u64).min(self.config.default_rtt)
+    }
+
+    /// Prepares endpoints that have just become eligible (`joined`, indexes into `eps`): their
+    /// failure streak is forgiven (the readiness probe passed again), they count as chosen
+    /// now (so that the starvation rule does not single them out), and either they start
+    /// their slow start, or the rotation moves to the first of them so that it gets the very
+    /// next pick.
+    fn welcome(&self, eps: &[Arc<EndpointState>], joined: &[usize], now: Nanos) {
+        let turn = self.turns.load(Ordering::Relaxed);
+        for &i in joined {
+            let ep = &eps[i];
+            ep.forgive();
+            ep.set_last_chosen(turn);
+            match &self.config.slow_start {
+                Some(_) => ep.set_eligible_since(now),
+                None => ep.set_eligible_since(NOT_STARTING),
+            }
+        }
+        if let (None, Some(&first)) = (&self.config.slow_start, joined.first()) {
+            let n = eps.len() as u64;
+            let _ = self
+                .turns
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                    Some(t + (first as u64 + n - t % n) % n)
+                });
+        }
     }
 
     /// Recomputes the eligible set from a snapshot of the Service.
@@ -167,6 +209,18 @@ impl Shared {
                     .collect();
                 if let SessionAffinity::ClientIp { timeout } = snap.service.session_affinity {
                     set.affinity = Some(timeout);
+                }
+                let before = self.set.read().clone();
+                let joined: Vec<usize> = if self.had_endpoints.load(Ordering::Relaxed) {
+                    (0..set.endpoints.len())
+                        .filter(|&i| before.find(set.endpoints[i].addr).is_none())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                self.welcome(&set.endpoints, &joined, now);
+                if !set.endpoints.is_empty() {
+                    self.had_endpoints.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -215,7 +269,7 @@ impl Shared {
 /// The live, balanced endpoints of one Service port.
 ///
 /// Follows the Service in the store, keeps the endpoints that [`policy::eligible`] allows for
-/// this client, and picks among them with P2C over PeakEWMA, skipping outliers. Cheap to clone
+/// this client, and picks among them (see the [module docs](super)), skipping outliers. Cheap to clone
 /// (one `Arc`); `Send + Sync`. The follower task ends when the last clone is dropped.
 ///
 /// ```
@@ -296,7 +350,7 @@ impl EndpointPool {
         }
     }
 
-    /// Picks an endpoint: P2C over PeakEWMA among the eligible, un-ejected endpoints. With
+    /// Picks an endpoint among the eligible, un-ejected endpoints (see [`BalanceConfig`]). With
     /// `client` set and `sessionAffinity: ClientIP` on the Service, the client's previous
     /// endpoint is reused while it stays eligible (within the affinity timeout).
     ///
@@ -365,31 +419,17 @@ impl EndpointPool {
         skip_ejected: bool,
         exclude: &[SocketAddr],
     ) -> &'a Arc<EndpointState> {
-        let (rng, decay) = (&self.shared.rng, self.shared.decay_ns);
-        let skip = Skip {
-            ejected: skip_ejected,
-            exclude,
+        let shared = &self.shared;
+        let turn = Turn {
+            turn: shared.turns.fetch_add(1, Ordering::Relaxed),
+            now,
+            rng: &shared.rng,
+            tuning: &shared.tuning,
         };
-        choose(eps, rng, now, decay, skip)
-            .or_else(|| {
-                let skip = Skip {
-                    ejected: skip_ejected,
-                    exclude: &[],
-                };
-                choose(eps, rng, now, decay, skip)
-            })
-            .or_else(|| {
-                choose(
-                    eps,
-                    rng,
-                    now,
-                    decay,
-                    Skip {
-                        ejected: false,
-                        exclude: &[],
-                    },
-                )
-            })
+        let skip = |ejected, exclude| Skip { ejected, exclude };
+        choose(eps, &turn, skip(skip_ejected, exclude))
+            .or_else(|| choose(eps, &turn, skip(skip_ejected, &[])))
+            .or_else(|| choose(eps, &turn, skip(false, &[])))
             .expect("eps is not empty")
     }
 
@@ -431,6 +471,31 @@ impl EndpointPool {
         let mut rx = self.shared.ready.subscribe();
         // The sender lives in `shared`, which `self` keeps alive.
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Whether `addr` is eligible right now (ejected or not).
+    pub(crate) fn is_eligible(&self, addr: SocketAddr) -> bool {
+        self.shared.set.read().find(addr).is_some()
+    }
+
+    /// A pick of `addr` itself, not by the balancer: for a connection made for one pick and
+    /// used later, as long as its endpoint is still eligible and not ejected (unless the pool
+    /// is in panic). It counts as in flight and reports like any pick.
+    pub(crate) fn pick_endpoint(&self, addr: SocketAddr) -> Option<Pick> {
+        let shared = &self.shared;
+        let set = shared.set.read();
+        let ep = set.find(addr)?;
+        if ep.is_ejected() {
+            let ejected = shared.outlier.count();
+            if !panicking(
+                set.endpoints.len(),
+                ejected,
+                shared.config.panic_threshold_percent,
+            ) {
+                return None;
+            }
+        }
+        Some(Pick::new(ep.clone(), shared.clone()))
     }
 
     /// Identifies the pool: clones share it.

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use http::Uri;
-use hyper_util::rt::TokioIo;
 use svc_core::Store;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::dns::Dns;
-use crate::balance::{BalanceConfig, EndpointPool, Pools};
+use super::idle::IdleConns;
+use super::routed::SvcStream;
+use crate::balance::{BalanceConfig, EndpointPool, Pick, Pools};
 use crate::error::{BoxError, ConnectFailed};
 use crate::policy::Locality;
 use crate::target::{self, Target};
@@ -27,6 +28,9 @@ pub(crate) struct Config {
     pub(crate) max_attempts: u32,
     pub(crate) nodelay: bool,
     pub(crate) sync_timeout: Duration,
+    pub(crate) balance_requests: bool,
+    pub(crate) eject_on_5xx: bool,
+    pub(crate) max_idle_per_endpoint: usize,
 }
 
 impl Default for Config {
@@ -36,6 +40,9 @@ impl Default for Config {
             max_attempts: 3,
             nodelay: true,
             sync_timeout: Duration::from_secs(5),
+            balance_requests: true,
+            eject_on_5xx: true,
+            max_idle_per_endpoint: 64,
         }
     }
 }
@@ -45,16 +52,20 @@ impl Default for Config {
 ///
 /// `http://web.shop.svc.cluster.local:80`, `web.shop:80`, `web:80` (in the store's default
 /// namespace) and `<cluster IP>:80` all lead to the Service port 80 of `shop/web`; the
-/// connector picks one of its eligible endpoints (P2C over PeakEWMA, see
-/// [`EndpointPool`]) and connects to its target port. A connect failure is reported to
+/// connector picks one of its eligible endpoints (see [`EndpointPool`]) and connects to its
+/// target port. A connect failure is reported to
 /// outlier ejection and another endpoint is tried, up to
 /// [`set_max_attempts`](Self::set_max_attempts). ExternalName Services and names outside the
 /// cluster are resolved with hickory-resolver; other IPs are connected to directly.
 ///
-/// hyper-util's client pools connections per URI authority, so with this connector each
-/// *connection* is balanced (as kube-proxy does), and a kept-alive connection stays on its
-/// endpoint. For per-request balancing, and for draining connections to removed endpoints,
-/// use the [`layer`](crate::layer).
+/// hyper-util's client pools connections per URI authority and reuses the most recent idle
+/// one. So that a client sending one request at a time still spreads over every pod, and never
+/// reuses a connection to a pod that stopped being ready, the connection this connector
+/// returns for a Service ([`SvcStream`]) is not tied to one pod: each HTTP/1.1 request goes
+/// to an endpoint picked for it, over kept-alive connections per endpoint shared by this
+/// connector's clones (see [`set_balance_requests`](Self::set_balance_requests)). HTTP/2
+/// (`http2_only`) is balanced per connection: use the [`layer`](crate::layer) for HTTP/2 and
+/// gRPC.
 ///
 /// `Clone` is cheap: the configuration is behind an `Arc`, and clones share their pools.
 ///
@@ -75,6 +86,7 @@ pub struct SvcConnector {
     pools: Pools,
     dns: Dns,
     config: Arc<Config>,
+    idle: Arc<IdleConns>,
 }
 
 impl fmt::Debug for SvcConnector {
@@ -99,10 +111,12 @@ impl SvcConnector {
     /// A connector sharing `pools` (and so their load estimates and ejections) with other
     /// users, such as a [`layer`](crate::layer).
     pub fn with_pools(pools: Pools) -> Self {
+        let config = Config::default();
         Self {
             pools,
             dns: Dns::default(),
-            config: Arc::new(Config::default()),
+            idle: IdleConns::new(config.max_idle_per_endpoint),
+            config: Arc::new(config),
         }
     }
 
@@ -132,6 +146,33 @@ impl SvcConnector {
         Arc::make_mut(&mut self.config).sync_timeout = timeout;
     }
 
+    /// Whether each HTTP/1.1 request to a Service is balanced on its own (default `true`).
+    ///
+    /// hyper-util's pool reuses its most recent idle connection, so with per-connection
+    /// balancing a client that sends one request at a time sends every request to one pod,
+    /// and keeps using a pooled connection to a pod that is no longer ready. With this on,
+    /// the connection hyper-util pools is not tied to a pod: each request goes to an endpoint
+    /// picked for it, over kept-alive connections per endpoint that this connector (and its
+    /// clones) share, and none goes to an endpoint that has left the eligible set. HTTP/2
+    /// (`http2_only`) and upgraded connections stay on the endpoint they were opened to.
+    /// With `false`, each connection goes to one endpoint for its whole life.
+    pub fn set_balance_requests(&mut self, balance: bool) {
+        Arc::make_mut(&mut self.config).balance_requests = balance;
+    }
+
+    /// Whether a 5xx response counts as a failure for outlier ejection, with per-request
+    /// balancing (Envoy's `consecutive_5xx`). Default `true`.
+    pub fn set_eject_on_5xx(&mut self, eject: bool) {
+        Arc::make_mut(&mut self.config).eject_on_5xx = eject;
+    }
+
+    /// Kept-alive connections per endpoint, with per-request balancing. Default 64. Applies
+    /// to connections made from now on (the kept ones are not carried over).
+    pub fn set_max_idle_per_endpoint(&mut self, max: usize) {
+        Arc::make_mut(&mut self.config).max_idle_per_endpoint = max;
+        self.idle = IdleConns::new(max);
+    }
+
     /// The DNS resolver for ExternalName targets and names outside the cluster. Default: one
     /// built on first use from the system configuration (`/etc/resolv.conf`).
     pub fn set_dns_resolver(&mut self, resolver: TokioResolver) {
@@ -144,16 +185,27 @@ impl SvcConnector {
         self.dns = Dns::disabled();
     }
 
-    async fn connect(self, uri: Uri) -> Result<TokioIo<TcpStream>, BoxError> {
+    async fn connect(self, uri: Uri) -> Result<SvcStream, BoxError> {
         let (host, port) = target::host_port(&uri)?;
         target::wait_synced(&self.pools, self.config.sync_timeout).await;
         let stream = match target::resolve(&self.pools, host, port)? {
-            Target::Pool { pool, .. } => connect_pool(&pool, &self.config).await?,
+            Target::Pool { pool, .. } => {
+                let start = Instant::now();
+                let (pick, stream) = connect_pool(&pool, &self.config, None).await?;
+                if !self.config.balance_requests {
+                    pick.success(start.elapsed());
+                    return Ok(SvcStream::plain(stream));
+                }
+                // Each request will report its own latency; the connect is not one.
+                let first = (pick.addr, stream);
+                drop(pick);
+                return Ok(SvcStream::routed(pool, self.idle, self.config, first));
+            }
             Target::Direct(addr) => connect_addrs(&[addr], &self.config).await?,
             Target::External { name, port } => self.connect_dns(&name, port).await?,
             Target::Dns { host, port } => self.connect_dns(&host, port).await?,
         };
-        Ok(TokioIo::new(stream))
+        Ok(SvcStream::plain(stream))
     }
 
     async fn connect_dns(&self, name: &str, port: u16) -> Result<TcpStream, BoxError> {
@@ -193,23 +245,24 @@ pub(crate) async fn tcp(
     Ok(stream)
 }
 
-/// Connects to a picked endpoint; on failure, reports it and tries another.
+/// Connects to a picked endpoint (`first`, or a new pick); on failure, reports it and tries
+/// another. The caller reports how the pick went.
 pub(crate) async fn connect_pool(
     pool: &EndpointPool,
     config: &Config,
-) -> Result<TcpStream, BoxError> {
+    mut first: Option<Pick>,
+) -> Result<(Pick, TcpStream), BoxError> {
     let mut tried = Vec::new();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let pick = pool.pick_excluding(None, &tried)?;
+        let pick = match first.take() {
+            Some(pick) => pick,
+            None => pool.pick_excluding(None, &tried)?,
+        };
         let addr = pick.addr;
-        let start = Instant::now();
         match connect_one(addr, config).await {
-            Ok(stream) => {
-                pick.success(start.elapsed());
-                return Ok(stream);
-            }
+            Ok(stream) => return Ok((pick, stream)),
             Err(error) => {
                 pick.failure();
                 tracing::debug!(endpoint = %addr, %error, attempt, "connect failed");
@@ -237,7 +290,7 @@ async fn connect_addrs(addrs: &[SocketAddr], config: &Config) -> Result<TcpStrea
 }
 
 impl tower::Service<Uri> for SvcConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = SvcStream;
     type Error = BoxError;
     type Future = Connecting;
 
@@ -250,14 +303,14 @@ impl tower::Service<Uri> for SvcConnector {
     }
 }
 
-type BoxConnecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
+type BoxConnecting = Pin<Box<dyn Future<Output = Result<SvcStream, BoxError>> + Send>>;
 
 /// The future [`SvcConnector`] returns.
 #[must_use = "futures do nothing unless polled"]
 pub struct Connecting(BoxConnecting);
 
 impl Future for Connecting {
-    type Output = Result<TokioIo<TcpStream>, BoxError>;
+    type Output = Result<SvcStream, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.as_mut().poll(cx)

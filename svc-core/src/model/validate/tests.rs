@@ -239,6 +239,53 @@ fn api_validation_rules() {
             },
         ),
     ];
+    for (rule, meta, check) in [
+        (
+            "an upper-case namespace could never be looked up by name",
+            json!({"name": "web", "namespace": "Shop"}),
+            (|e| {
+                matches!(
+                    e,
+                    ModelError::InvalidName {
+                        field: "metadata.namespace",
+                        ..
+                    }
+                )
+            }) as ErrorCheck,
+        ),
+        (
+            "a Service name must be a DNS-1035 label",
+            json!({"name": "1web", "namespace": "shop"}),
+            |e| {
+                matches!(
+                    e,
+                    ModelError::InvalidName {
+                        field: "metadata.name",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "no dots in a Service name",
+            json!({"name": "web.v2", "namespace": "shop"}),
+            |e| {
+                matches!(
+                    e,
+                    ModelError::InvalidName {
+                        field: "metadata.name",
+                        ..
+                    }
+                )
+            },
+        ),
+    ] {
+        let obj: corev1::Service =
+            serde_json::from_value(json!({"metadata": meta, "spec": {"clusterIP": "10.0.0.1"}}))
+                .unwrap();
+        let err = Service::try_from(&obj).expect_err(rule);
+        assert!(check(&err), "{rule}: unexpected {err:?}");
+    }
     for (rule, spec, check) in rows {
         let err = svc(spec.clone()).expect_err(rule);
         assert!(check(&err), "{rule}: {spec}: unexpected {err:?}");
@@ -346,6 +393,20 @@ fn slice_validation_rules() {
             },
         ),
     ];
+    let rows = rows.into_iter().chain([(
+        "a slice name must be a DNS-1123 subdomain",
+        json!({"metadata": {"name": "Web_1", "namespace": "shop",
+                            "labels": {"kubernetes.io/service-name": "web"}}}),
+        (|e| {
+            matches!(
+                e,
+                ModelError::InvalidName {
+                    field: "metadata.name",
+                    ..
+                }
+            )
+        }) as ErrorCheck,
+    )]);
     for (rule, body, check) in rows {
         let err = slice(body.clone()).expect_err(rule);
         assert!(check(&err), "{rule}: {body}: unexpected {err:?}");
