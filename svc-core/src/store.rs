@@ -5,17 +5,23 @@
 //! enough to clone an `Arc`. Subscriptions are built on `tokio::sync::watch`, so a slow
 //! subscriber never blocks the writer; it skips intermediate states and sees the latest one.
 
+mod demand;
 mod freshness;
+mod held;
 mod index;
+mod origin;
+mod ready;
 mod snapshot;
 mod subscribe;
 mod writer;
 
+pub use demand::{DemandRequests, Wanted};
 pub use freshness::{
     Connection, Freshness, LagHistogram, LagSnapshot, ResourceKind, WatchFreshness, WatchStats,
     LAG_BUCKETS,
 };
 pub use index::{VipKind, VipMatch};
+pub use origin::{NotSynced, Origin, SourceError};
 pub use snapshot::{PortEndpoint, PortSnapshot, ServiceSnapshot};
 pub use subscribe::{ChangeFeed, EndpointUpdates, PortRef, Update};
 pub use writer::{Event, Writer};
@@ -23,6 +29,7 @@ pub use writer::{Event, Writer};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -30,9 +37,10 @@ use tokio::sync::watch;
 use crate::model::{Protocol, ServiceKey};
 use crate::name;
 use index::{Index, VipKey};
+use origin::SyncState;
 use subscribe::FeedShared;
 
-/// How names are qualified.
+/// How names are qualified, and how long [`Store::ready_for`] waits once a source fails.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StoreConfig {
@@ -40,6 +48,10 @@ pub struct StoreConfig {
     pub cluster_domain: String,
     /// The namespace that a bare `svc` name means (default `default`).
     pub default_namespace: String,
+    /// How long [`Store::ready_for`] still waits after a source reported an error before it
+    /// gives up with [`NotSynced::Source`] (default 250 ms: long enough for a retry that a
+    /// blip needs, short enough that a 403 is not mistaken for latency).
+    pub error_grace: Duration,
 }
 
 impl Default for StoreConfig {
@@ -47,25 +59,21 @@ impl Default for StoreConfig {
         Self {
             cluster_domain: "cluster.local".into(),
             default_namespace: "default".into(),
+            error_grace: Duration::from_millis(250),
         }
     }
 }
 
 type ServiceWatch = watch::Sender<Option<Arc<ServiceSnapshot>>>;
 
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-struct Synced {
-    services: bool,
-    slices: bool,
-}
-
 struct Shared {
     config: StoreConfig,
     index: RwLock<Index>,
     watchers: Mutex<HashMap<ServiceKey, ServiceWatch>>,
     feeds: Mutex<Vec<Weak<FeedShared>>>,
-    synced: watch::Sender<Synced>,
+    sync: watch::Sender<SyncState>,
     freshness: Freshness,
+    demand: Mutex<Option<Arc<demand::Demand>>>,
 }
 
 impl Shared {
@@ -75,19 +83,30 @@ impl Shared {
             index: RwLock::default(),
             watchers: Mutex::default(),
             feeds: Mutex::default(),
-            synced: watch::Sender::new(Synced::default()),
+            sync: watch::Sender::new(SyncState::default()),
             freshness: Freshness::default(),
+            demand: Mutex::default(),
         }
     }
 
-    fn mark_synced(&self, kind: ResourceKind) {
-        self.synced.send_if_modified(|s| {
-            let flag = match kind {
-                ResourceKind::Service => &mut s.services,
-                ResourceKind::EndpointSlice => &mut s.slices,
+    /// A full list from `origin` was applied: it is synced for that kind, and its error (if
+    /// any) is over.
+    fn mark_synced(&self, origin: &origin::Origin, kind: ResourceKind) {
+        self.sync.send_if_modified(|s| {
+            let entry = s.origins.entry(origin.clone()).or_default();
+            let (global, own) = match kind {
+                ResourceKind::Service => (&mut s.services, &mut entry.services),
+                ResourceKind::EndpointSlice => (&mut s.slices, &mut entry.slices),
             };
-            !std::mem::replace(flag, true)
+            let error = &mut entry.errors[origin::kind_index(kind)];
+            let changed = !std::mem::replace(own, true) | error.take().is_some();
+            !std::mem::replace(global, true) | changed
         });
+    }
+
+    fn forget_origin(&self, origin: &origin::Origin) {
+        self.sync
+            .send_if_modified(|s| s.origins.remove(origin).is_some());
     }
 
     fn publish(&self, snapshots: Vec<(ServiceKey, Option<Arc<ServiceSnapshot>>)>) {
@@ -247,17 +266,18 @@ impl Store {
         ChangeFeed::new(feed)
     }
 
-    /// Whether the initial lists of both Services and EndpointSlices have been applied.
+    /// Whether the initial lists of both Services and EndpointSlices have been applied (and
+    /// those of every origin a source [announced](Store::expect_origin)).
     pub fn is_synced(&self) -> bool {
-        let s = *self.shared.synced.borrow();
-        s.services && s.slices
+        self.shared.sync.borrow().synced()
     }
 
-    /// Resolves once the initial lists of both Services and EndpointSlices have been applied.
+    /// Resolves once the initial lists of both Services and EndpointSlices have been applied
+    /// (and those of every origin a source [announced](Store::expect_origin)).
     pub async fn wait_synced(&self) {
-        let mut rx = self.shared.synced.subscribe();
+        let mut rx = self.shared.sync.subscribe();
         // The sender lives in `shared`, which `self` keeps alive, so this cannot fail.
-        let _ = rx.wait_for(|s| s.services && s.slices).await;
+        let _ = rx.wait_for(SyncState::synced).await;
     }
 
     /// Watch activity and propagation lag.

@@ -18,6 +18,9 @@ pub enum Error {
     /// kube rejected the client configuration.
     #[error("failed to build a kube client")]
     Client(#[source] kube::Error),
+    /// A TLS backend's certificate or configuration could not be made.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
     /// An object could not be stored (no name, or not a valid object of its kind).
     #[error("invalid object: {0}")]
     InvalidObject(String),

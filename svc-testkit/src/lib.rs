@@ -46,9 +46,11 @@ mod error;
 mod faults;
 pub mod grpcio;
 mod kind;
+mod rbac;
 mod selector;
 mod server;
 mod store;
+mod tls;
 
 pub use backends::{
     spawn_http1_backend, spawn_http_backend, spawn_tcp_echo, spawn_udp_echo, Backend,
@@ -60,4 +62,6 @@ pub use builders::{
 };
 pub use error::{Error, Result};
 pub use kind::{FakeResource, Kind};
+pub use rbac::Rbac;
 pub use server::FakeApiServer;
+pub use tls::{spawn_tls_backend, tls_client_config, TlsBackend};

@@ -192,6 +192,12 @@ impl FakeApiServer {
         config
     }
 
+    /// Turns RBAC on with these grants (`None` turns it off: everything allowed, the
+    /// default). Denied resource requests get the apiserver's 403 `Forbidden` status.
+    pub fn set_rbac(&self, rbac: Option<crate::Rbac>) {
+        *self.shared.rbac.write() = rbac;
+    }
+
     /// A kube client for this server, from [`config`](Self::config).
     ///
     /// # Errors

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use svc_core::store::PortRef;
+use svc_core::store::{NotSynced, PortRef};
 use svc_core::ServiceKey;
 
 /// A boxed error, as tower services return.
@@ -39,13 +39,21 @@ impl fmt::Display for NoEndpointsReason {
 
 /// Nothing is eligible: the request fails at once instead of waiting.
 ///
-/// Building one does not allocate (the key and port are reference-counted).
+/// Building one does not allocate (the key and port are reference-counted). With reason
+/// [`NotSynced`](NoEndpointsReason::NotSynced) after a bounded wait, it carries the store's
+/// [`NotSynced`] as its [`source`](std::error::Error::source) (and in
+/// [`not_synced`](Self::not_synced)): the source's last error, such as a 403 naming the
+/// missing verb.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("no eligible endpoints for {service}:{port} ({reason})", port = PortDisplay(&self.port))]
+#[error("no eligible endpoints for {service}:{port} ({reason}{cause})",
+    port = PortDisplay(&self.port),
+    cause = self.not_synced.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
 pub struct NoEndpoints {
     service: ServiceKey,
     port: PortRef,
     reason: NoEndpointsReason,
+    #[source]
+    not_synced: Option<NotSynced>,
 }
 
 impl NoEndpoints {
@@ -55,7 +63,23 @@ impl NoEndpoints {
             service,
             port,
             reason,
+            not_synced: None,
         }
+    }
+
+    /// A `NoEndpoints` with reason [`NotSynced`](NoEndpointsReason::NotSynced), carrying why.
+    pub fn not_synced(service: ServiceKey, port: PortRef, cause: NotSynced) -> Self {
+        Self {
+            service,
+            port,
+            reason: NoEndpointsReason::NotSynced,
+            not_synced: Some(cause),
+        }
+    }
+
+    /// Why the store was not synced, when that is the reason and the wait found out.
+    pub fn not_synced_cause(&self) -> Option<&NotSynced> {
+        self.not_synced.as_ref()
     }
 
     /// The Service.
@@ -109,6 +133,30 @@ impl ConnectFailed {
             addr,
             attempts,
             source,
+        }
+    }
+}
+
+/// An `https://` (or other non-`http`) URI reached a client path that speaks cleartext only.
+///
+/// [`SvcConnector`](crate::connect::SvcConnector) refuses such URIs unless a TLS connector
+/// wraps it (see its `set_enforce_http`); the [`layer`](crate::layer) speaks cleartext
+/// HTTP/1.1 and h2c only and always refuses them. Without this, the request would leave
+/// unencrypted to a peer that expects TLS.
+#[derive(Debug, thiserror::Error)]
+#[error("{scheme}://{authority} needs TLS, but this client path speaks cleartext HTTP only")]
+pub struct TlsRequired {
+    /// The URI's scheme.
+    pub scheme: String,
+    /// The URI's authority (host and port), empty if it had none.
+    pub authority: String,
+}
+
+impl TlsRequired {
+    pub(crate) fn new(uri: &http::Uri) -> Self {
+        Self {
+            scheme: uri.scheme_str().unwrap_or_default().to_owned(),
+            authority: uri.authority().map(|a| a.to_string()).unwrap_or_default(),
         }
     }
 }

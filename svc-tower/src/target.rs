@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use svc_core::model::{Protocol, Service, ServicePort, ServiceType, Stack, Str};
 use svc_core::store::{PortRef, ServiceSnapshot};
+use svc_core::ServiceKey;
 
 use crate::balance::{EndpointPool, Pools};
-use crate::error::{MissingAuthority, UnknownService};
+use crate::error::{MissingAuthority, NoEndpoints, UnknownService};
 use crate::policy::Scope;
 
 /// What a `host:port` resolves to.
@@ -129,13 +130,46 @@ pub(crate) fn resolve(pools: &Pools, host: &str, port: u16) -> Result<Target, Un
     }
 }
 
-/// Waits (at most `limit`) for the store's initial sync, so that the first requests after
-/// start-up do not fail for want of state.
-pub(crate) async fn wait_synced(pools: &Pools, limit: std::time::Duration) {
+/// Waits (at most `limit`, less once the source reports an error) until the store can answer
+/// for `host`: its initial sync, or, in an on-demand store, the name's own initial lists
+/// (this is what starts watching the name). So the first requests after start-up, and the
+/// first request for a new name, do not fail for want of state.
+///
+/// # Errors
+///
+/// [`NoEndpoints`] with reason `NotSynced` and the store's cause (the source's last error),
+/// when the store still cannot answer and the host can only be a Service (a bare name or a
+/// cluster-only name) that the store does not have. Other names (`a.b`) may be outside the
+/// cluster and go on to DNS, as before.
+pub(crate) async fn wait_synced(
+    pools: &Pools,
+    host: &str,
+    limit: std::time::Duration,
+) -> Result<(), NoEndpoints> {
     let store = pools.store();
-    if !store.is_synced() {
-        let _ = tokio::time::timeout(limit, store.wait_synced()).await;
+    let host = bare_host(host);
+    if host.parse::<IpAddr>().is_ok() {
+        // An address names no Service to wait for; only the initial sync helps.
+        if !store.is_synced() {
+            let _ = tokio::time::timeout(limit, store.wait_synced()).await;
+        }
+        return Ok(());
     }
+    let Err(cause) = store.ready_for(host, limit).await else {
+        return Ok(());
+    };
+    let domain = &store.config().cluster_domain;
+    let only_a_service = cluster_only(host, domain) || !host.trim_end_matches('.').contains('.');
+    if !only_a_service || store.resolve_name(host).is_some() {
+        return Ok(());
+    }
+    let config = store.config();
+    let lower = host.to_ascii_lowercase();
+    let key = match svc_core::name::parse(&lower, domain) {
+        Some(p) => ServiceKey::new(p.namespace.unwrap_or(&config.default_namespace), p.name),
+        None => ServiceKey::new("", host),
+    };
+    Err(NoEndpoints::not_synced(key, PortRef::Name(None), cause))
 }
 
 #[cfg(test)]

@@ -34,20 +34,6 @@ where
     text(response).await
 }
 
-/// Follows a hyper-util client error's sources down to one of ours.
-fn cause<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(cur) = e {
-        if let Some(t) = cur.downcast_ref::<T>() {
-            return Some(t);
-        }
-        e = cur.source();
-    }
-    None
-}
-
 #[tokio::test]
 async fn every_service_name_form_and_the_cluster_ip_reach_the_target_port() {
     let b = Backend::start([127, 0, 10, 1]).await;

@@ -72,3 +72,48 @@ async fn readiness_flip_and_new_pod_through_the_api_server() {
     }
     assert_eq!(b1.requests(), before);
 }
+
+/// A store that cannot sync (RBAC forbids the list) fails the request quickly with
+/// `NoEndpoints`/`NotSynced` carrying the source's 403, not a 5 s wait then `UnknownService`.
+#[tokio::test]
+async fn forbidden_source_surfaces_as_not_synced_with_the_403() {
+    let api = FakeApiServer::start().await;
+    api.set_rbac(Some(svc_testkit::Rbac::new(
+        "system:serviceaccount:shop:app",
+    )));
+    let (writer, store) = Writer::new(StoreConfig::default());
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(writer.run(rx));
+    tokio::spawn(svc_core::source::kube::run(
+        api.client(),
+        Default::default(),
+        store.clone(),
+        tx,
+    ));
+    let pools = Pools::new(store.clone(), Locality::default(), BalanceConfig::default());
+    // A sync timeout far above the error grace: reaching it would give a timeout, not the 403.
+    let client = BalanceLayer::<Body>::new(pools)
+        .sync_timeout(std::time::Duration::from_secs(60))
+        .layer(NoFallback);
+    let error = client
+        .oneshot(get("http://web.shop.svc.cluster.local/"))
+        .await
+        .expect_err("not synced");
+    let no_endpoints = error
+        .downcast_ref::<svc_tower::error::NoEndpoints>()
+        .unwrap_or_else(|| panic!("NoEndpoints, got {error}"));
+    assert_eq!(
+        no_endpoints.reason(),
+        svc_tower::error::NoEndpointsReason::NotSynced
+    );
+    let cause = no_endpoints.not_synced_cause().expect("the cause");
+    let source = cause.source_error().expect("the source's error");
+    match source
+        .error()
+        .downcast_ref::<svc_core::source::kube::Error>()
+    {
+        Some(svc_core::source::kube::Error::Forbidden { verb, .. }) => assert_eq!(*verb, "list"),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    assert!(error.to_string().contains("403 Forbidden"), "{error}");
+}

@@ -9,10 +9,23 @@
 //! The two watches share an [`ApiHealth`] so that they come back together and quickly after an
 //! apiserver outage: while it is down a cheap `GET /readyz` probe runs on the schedule of
 //! [`ProbeConfig`], and any success wakes both watches out of their backoff.
+//!
+//! What is watched is the [`Scope`]: the whole cluster (the proxy's default), a set of
+//! namespaces, or only the Services the app resolves ([`Scope::OnDemand`], see [`on_demand`]).
+//! Each watch tags its events with its own [`Origin`], so other sources
+//! can feed the same store (see [`feed`] for apps that already run a `kube::runtime::watcher`).
+//!
+//! Failures are typed ([`Error`]) and reported to the store, so that a caller waiting in
+//! [`Store::ready_for`] fails with the cause (a 403 names the missing verb) instead of waiting.
 
+mod error;
+pub mod feed;
+pub mod on_demand;
 mod recovery;
 mod watcher;
 
+pub use error::Error;
+pub use on_demand::OnDemand;
 pub use recovery::{ApiHealth, ProbeConfig, Reachability};
 
 use std::fmt::Debug;
@@ -26,16 +39,38 @@ use tokio::sync::mpsc;
 
 use super::Reload;
 use crate::model::{EndpointSlice, ModelError, Service, ServiceKey};
-use crate::store::{Event, ResourceKind, Store};
+use crate::store::{Event, Origin, ResourceKind, Store};
+
+/// What the source watches.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Every namespace (needs a ClusterRole): the proxy's default. With
+    /// [`Config::namespace`] set, that one namespace.
+    #[default]
+    Cluster,
+    /// These namespaces, two watches each (a namespaced `Role` in each is enough).
+    Namespaces(Vec<String>),
+    /// Only the Services the app resolves, each from the first time
+    /// [`Store::ready_for`] is asked for it until it has been idle for a while.
+    OnDemand(OnDemand),
+}
 
 /// How to watch the API.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
-    /// Watch one namespace, or all of them (`None`, the default).
+    /// Watch one namespace, or all of them (`None`, the default). Used with
+    /// [`Scope::Cluster`] only.
     pub namespace: Option<String>,
-    /// Watch only objects matching this label selector (default: all).
+    /// What to watch (default [`Scope::Cluster`]).
+    pub scope: Scope,
+    /// Watch only objects matching this label selector (default: all). Not used by
+    /// [`Scope::OnDemand`], whose watches select by name.
     pub label_selector: Option<String>,
+    /// Watch only objects matching this field selector (default: all), e.g.
+    /// `metadata.namespace!=kube-system`. Not used by [`Scope::OnDemand`].
+    pub field_selector: Option<String>,
     /// Restart a watch that delivered no event and no bookmark for this long (default 180 s;
     /// apiservers send a bookmark about once a minute).
     pub stall_timeout: Duration,
@@ -59,7 +94,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             namespace: None,
+            scope: Scope::Cluster,
             label_selector: None,
+            field_selector: None,
             stall_timeout: Duration::from_secs(180),
             watch_timeout_secs: 290,
             page_size: 500,
@@ -71,17 +108,34 @@ impl Default for Config {
     }
 }
 
-/// Watches Services and EndpointSlices and sends their changes to `events` until the receiver
-/// is dropped. Never gives up on API errors: they are logged, counted in the store's
-/// freshness, and retried with backoff; while the apiserver does not answer, it is probed
-/// (see [`ApiHealth`]).
+/// Watches Services and EndpointSlices in the configured [`Scope`] and sends their changes to
+/// `events` until the receiver is dropped.
+///
+/// API errors are logged, counted in the store's freshness, reported to the store as a typed
+/// [`Error`] (permanent ones, 401/403/404, at once and as errors; callers waiting in
+/// [`Store::ready_for`] then fail with it), and retried with backoff; while the apiserver does
+/// not answer, it is probed (see [`ApiHealth`]).
 pub async fn run(client: kube::Client, config: Config, store: Store, events: mpsc::Sender<Event>) {
     let health = config.health.clone();
-    let services =
-        watcher::watch::<corev1::Service>(client.clone(), &config, store.clone(), events.clone());
-    let slices =
-        watcher::watch::<discoveryv1::EndpointSlice>(client.clone(), &config, store, events);
-    let probe = recovery::probe(client, health.clone(), config.probe.clone());
+    let watches = async {
+        match &config.scope {
+            Scope::OnDemand(on_demand) => {
+                on_demand::run(client.clone(), &config, on_demand, store, events).await
+            }
+            Scope::Cluster => {
+                let spec = namespace_spec(&config, config.namespace.clone());
+                watch_pair(client.clone(), spec, &config, &store, &events).await
+            }
+            Scope::Namespaces(namespaces) => {
+                let pairs = namespaces.iter().map(|ns| {
+                    let spec = namespace_spec(&config, Some(ns.clone()));
+                    watch_pair(client.clone(), spec, &config, &store, &events)
+                });
+                futures::future::join_all(pairs).await;
+            }
+        }
+    };
+    let probe = recovery::probe(client.clone(), health.clone(), config.probe.clone());
     let reload = async {
         loop {
             config.reload.requested().await;
@@ -90,10 +144,50 @@ pub async fn run(client: kube::Client, config: Config, store: Store, events: mps
         }
     };
     tokio::select! {
-        _ = async { tokio::join!(services, slices) } => {}
+        _ = watches => {}
         _ = probe => {}
         _ = reload => {}
     }
+}
+
+/// The watch of one namespace (or of all, for `None`), with the configured selectors.
+fn namespace_spec(config: &Config, namespace: Option<String>) -> watcher::Spec {
+    let origin = match &namespace {
+        Some(ns) => Origin::new(format!("kube/ns/{ns}")),
+        None => Origin::new("kube"),
+    };
+    watcher::Spec {
+        origin,
+        namespace,
+        label_selector: config.label_selector.clone(),
+        field_selector: config.field_selector.clone(),
+    }
+}
+
+/// Watches Services and EndpointSlices of `spec` (the store waits for it to sync).
+async fn watch_pair(
+    client: kube::Client,
+    spec: watcher::Spec,
+    config: &Config,
+    store: &Store,
+    events: &mpsc::Sender<Event>,
+) {
+    store.expect_origin(&spec.origin);
+    let services = watcher::watch::<corev1::Service>(
+        client.clone(),
+        spec.clone(),
+        config,
+        store.clone(),
+        events.clone(),
+    );
+    let slices = watcher::watch::<discoveryv1::EndpointSlice>(
+        client,
+        spec,
+        config,
+        store.clone(),
+        events.clone(),
+    );
+    tokio::join!(services, slices);
 }
 
 /// What differs between the two watched kinds.
@@ -108,6 +202,8 @@ trait Watched:
 {
     const KIND: ResourceKind;
     const NAME: &'static str;
+    /// The resource as RBAC names it.
+    const RESOURCE: &'static str;
     type Model: for<'a> TryFrom<&'a Self, Error = ModelError>;
     fn apply(model: Self::Model) -> Event;
     fn delete(key: ServiceKey) -> Event;
@@ -117,6 +213,7 @@ trait Watched:
 impl Watched for corev1::Service {
     const KIND: ResourceKind = ResourceKind::Service;
     const NAME: &'static str = "Service";
+    const RESOURCE: &'static str = "services";
     type Model = Service;
     fn apply(model: Service) -> Event {
         Event::ApplyService(model)
@@ -132,6 +229,7 @@ impl Watched for corev1::Service {
 impl Watched for discoveryv1::EndpointSlice {
     const KIND: ResourceKind = ResourceKind::EndpointSlice;
     const NAME: &'static str = "EndpointSlice";
+    const RESOURCE: &'static str = "endpointslices.discovery.k8s.io";
     type Model = EndpointSlice;
     fn apply(model: EndpointSlice) -> Event {
         Event::ApplySlice(model)

@@ -4,11 +4,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::freshness::ResourceKind;
+use super::held::Held;
+use super::origin::Origin;
 use super::snapshot::{self, ServiceSnapshot};
 use super::{Shared, Store, StoreConfig};
 use crate::model::{EndpointSlice, Service, ServiceKey, SliceKey, Str};
 
 /// A change to apply to the store. Sources produce these; the [`Writer`] applies them.
+///
+/// Events belong to an [`Origin`]: [`Event::Tagged`] names it, other events belong to
+/// [`Origin::default`]. A replace from one origin never removes what another holds; an object
+/// that several origins hold is served in the version applied last, and goes when the last
+/// holder deletes it.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Event {
@@ -34,6 +41,26 @@ pub enum Event {
         /// Slices that exist but could not be converted: keep their last good version.
         retain: Vec<SliceKey>,
     },
+    /// `event`, from `origin`: its replaces replace only what `origin` holds.
+    Tagged {
+        /// The source (or the watch of a source) the event comes from.
+        origin: Origin,
+        /// The event. A nested `Tagged` event uses its own origin.
+        event: Box<Event>,
+    },
+    /// `origin` is gone (an on-demand watch stopped): drop what only it holds and forget its
+    /// sync state.
+    Release(Origin),
+}
+
+impl Event {
+    /// This event, from `origin`.
+    pub fn tagged(self, origin: &Origin) -> Self {
+        Self::Tagged {
+            origin: origin.clone(),
+            event: Box::new(self),
+        }
+    }
 }
 
 type SliceMap = BTreeMap<Str, Arc<EndpointSlice>>;
@@ -45,11 +72,12 @@ type SliceMap = BTreeMap<Str, Arc<EndpointSlice>>;
 /// proportional to that Service's endpoints, not to the cluster.
 pub struct Writer {
     shared: Arc<Shared>,
-    services: HashMap<ServiceKey, Arc<Service>>,
-    /// Slices by owning Service. Slices of a Service that does not exist (yet) are staged here
-    /// and published when it arrives.
+    services: HashMap<ServiceKey, Held<Service>>,
+    /// The served version of each slice, by owning Service. Slices of a Service that does not
+    /// exist (yet) are staged here and published when it arrives.
     slices: HashMap<ServiceKey, SliceMap>,
-    slice_owner: HashMap<SliceKey, ServiceKey>,
+    /// Every slice with the versions its origins hold (the served one names its owner).
+    slice_versions: HashMap<SliceKey, Held<EndpointSlice>>,
 }
 
 impl Writer {
@@ -60,7 +88,7 @@ impl Writer {
             shared: shared.clone(),
             services: HashMap::new(),
             slices: HashMap::new(),
-            slice_owner: HashMap::new(),
+            slice_versions: HashMap::new(),
         };
         (writer, Store { shared })
     }
@@ -74,25 +102,38 @@ impl Writer {
 
     /// Applies one event and publishes its effect.
     pub fn apply(&mut self, event: Event) {
-        let changed = match event {
-            Event::ApplyService(svc) => self.apply_service(svc),
-            Event::DeleteService(key) => self.services.remove(&key).map(|_| key),
-            Event::ApplySlice(slice) => return self.apply_slice(slice),
-            Event::DeleteSlice(key) => self.delete_slice(&key),
+        self.apply_from(&Origin::default(), event);
+    }
+
+    fn apply_from(&mut self, origin: &Origin, event: Event) {
+        let mut changed = HashSet::new();
+        match event {
+            Event::Tagged { origin, event } => return self.apply_from(&origin, *event),
+            Event::ApplyService(svc) => self.set_service(origin, svc, &mut changed),
+            Event::DeleteService(key) => self.drop_service(origin, &key, &mut changed),
+            Event::ApplySlice(slice) => self.set_slice(origin, slice, &mut changed),
+            Event::DeleteSlice(key) => self.drop_slice(origin, &key, &mut changed),
             Event::ReplaceServices { services, retain } => {
-                let changed = self.replace_services(services, retain);
+                self.replace_services(origin, services, retain, &mut changed);
                 self.publish(changed);
-                self.shared.mark_synced(ResourceKind::Service);
+                self.shared.mark_synced(origin, ResourceKind::Service);
                 return;
             }
             Event::ReplaceSlices { slices, retain } => {
-                let changed = self.replace_slices(slices, retain);
+                self.replace_slices(origin, slices, retain, &mut changed);
                 self.publish(changed);
-                self.shared.mark_synced(ResourceKind::EndpointSlice);
+                self.shared.mark_synced(origin, ResourceKind::EndpointSlice);
                 return;
             }
-        };
-        self.publish(changed.into_iter().collect());
+            Event::Release(gone) => {
+                self.replace_services(&gone, Vec::new(), Vec::new(), &mut changed);
+                self.replace_slices(&gone, Vec::new(), Vec::new(), &mut changed);
+                self.publish(changed);
+                self.shared.forget_origin(&gone);
+                return;
+            }
+        }
+        self.publish(changed);
     }
 
     /// Applies every event currently queued in `events`, then waits for more; returns when
@@ -103,147 +144,173 @@ impl Writer {
         }
     }
 
-    fn apply_service(&mut self, svc: Service) -> Option<ServiceKey> {
+    fn set_service(&mut self, origin: &Origin, svc: Service, changed: &mut HashSet<ServiceKey>) {
         let key = svc.key.clone();
-        match self.services.get(&key) {
-            Some(old) if **old == svc => None,
-            _ => {
-                self.services.insert(key.clone(), Arc::new(svc));
-                Some(key)
+        match self.services.get_mut(&key) {
+            Some(held) => {
+                let before = held.current().clone();
+                held.set(origin, svc);
+                if !Arc::ptr_eq(&before, held.current()) {
+                    changed.insert(key);
+                }
+            }
+            None => {
+                self.services
+                    .insert(key.clone(), Held::new(origin.clone(), Arc::new(svc)));
+                changed.insert(key);
             }
         }
     }
 
-    fn apply_slice(&mut self, slice: EndpointSlice) {
-        let mut changed = Vec::with_capacity(2);
-        let owner = slice.service.clone();
-        if let Some(previous) = self.slice_owner.get(&slice.key) {
-            if *previous != owner {
-                // The service-name label changed: the slice moves between Services.
-                let previous = previous.clone();
-                self.remove_slice_from(&previous, &slice.key.name);
-                changed.push(previous);
-            }
-        }
-        let by_name = self.slices.entry(owner.clone()).or_default();
-        if by_name.get(&slice.key.name).is_some_and(|s| **s == slice) && changed.is_empty() {
+    fn drop_service(
+        &mut self,
+        origin: &Origin,
+        key: &ServiceKey,
+        changed: &mut HashSet<ServiceKey>,
+    ) {
+        let Some(held) = self.services.get_mut(key) else {
+            return;
+        };
+        if !held.holds(origin) {
             return;
         }
-        if let Some(trigger) = slice.last_change_trigger_time {
-            self.shared.freshness.lag.observe_trigger(trigger);
+        let before = held.current().clone();
+        if !held.remove(origin) {
+            self.services.remove(key);
+            changed.insert(key.clone());
+        } else if !Arc::ptr_eq(&before, held.current()) {
+            changed.insert(key.clone());
         }
-        self.slice_owner.insert(slice.key.clone(), owner.clone());
-        by_name.insert(slice.key.name.clone(), Arc::new(slice));
-        changed.push(owner);
-        self.publish(changed);
     }
 
-    fn remove_slice_from(&mut self, owner: &ServiceKey, name: &str) {
-        if let Some(map) = self.slices.get_mut(owner) {
-            map.remove(name);
-            if map.is_empty() {
-                self.slices.remove(owner);
+    fn set_slice(
+        &mut self,
+        origin: &Origin,
+        slice: EndpointSlice,
+        changed: &mut HashSet<ServiceKey>,
+    ) {
+        let key = slice.key.clone();
+        let (before, after) = match self.slice_versions.get_mut(&key) {
+            Some(held) => {
+                let before = held.current().clone();
+                held.set(origin, slice);
+                (Some(before), held.current().clone())
+            }
+            None => {
+                let slice = Arc::new(slice);
+                self.slice_versions
+                    .insert(key, Held::new(origin.clone(), slice.clone()));
+                (None, slice)
+            }
+        };
+        self.serve_slice(before, Some(after), changed);
+    }
+
+    fn drop_slice(&mut self, origin: &Origin, key: &SliceKey, changed: &mut HashSet<ServiceKey>) {
+        let Some(held) = self.slice_versions.get_mut(key) else {
+            return;
+        };
+        if !held.holds(origin) {
+            return;
+        }
+        let before = held.current().clone();
+        let after = if held.remove(origin) {
+            Some(held.current().clone())
+        } else {
+            self.slice_versions.remove(key);
+            None
+        };
+        self.serve_slice(Some(before), after, changed);
+    }
+
+    /// Moves the served version of a slice from `before` to `after` in the per-Service maps.
+    fn serve_slice(
+        &mut self,
+        before: Option<Arc<EndpointSlice>>,
+        after: Option<Arc<EndpointSlice>>,
+        changed: &mut HashSet<ServiceKey>,
+    ) {
+        if let (Some(b), Some(a)) = (&before, &after) {
+            if Arc::ptr_eq(b, a) {
+                return;
             }
         }
-    }
-
-    fn delete_slice(&mut self, key: &SliceKey) -> Option<ServiceKey> {
-        let owner = self.slice_owner.remove(key)?;
-        self.remove_slice_from(&owner, &key.name);
-        Some(owner)
-    }
-
-    fn replace_services(&mut self, list: Vec<Service>, retain: Vec<ServiceKey>) -> Vec<ServiceKey> {
-        let mut next: HashMap<ServiceKey, Arc<Service>> = HashMap::with_capacity(list.len());
-        for key in retain {
-            if let Some(old) = self.services.get(&key) {
-                next.insert(key, old.clone());
+        if let Some(old) = before {
+            // The service-name label may have changed: the slice moves between Services.
+            if let Some(map) = self.slices.get_mut(&old.service) {
+                map.remove(&old.key.name);
+                if map.is_empty() {
+                    self.slices.remove(&old.service);
+                }
             }
+            changed.insert(old.service.clone());
         }
-        for svc in list {
-            let key = svc.key.clone();
-            match self.services.get(&key) {
-                // Keep the old Arc when nothing changed, so unchanged Services are not republished.
-                Some(old) if **old == svc => next.insert(key, old.clone()),
-                _ => next.insert(key, Arc::new(svc)),
-            };
+        if let Some(new) = after {
+            // Only changes count: a relist re-delivers old slices with old trigger times.
+            if let Some(trigger) = new.last_change_trigger_time {
+                self.shared.freshness.lag.observe_trigger(trigger);
+            }
+            changed.insert(new.service.clone());
+            self.slices
+                .entry(new.service.clone())
+                .or_default()
+                .insert(new.key.name.clone(), new);
         }
-        let mut changed: Vec<ServiceKey> = self
+    }
+
+    fn replace_services(
+        &mut self,
+        origin: &Origin,
+        list: Vec<Service>,
+        retain: Vec<ServiceKey>,
+        changed: &mut HashSet<ServiceKey>,
+    ) {
+        let mut stale: HashSet<ServiceKey> = self
             .services
             .iter()
-            .filter(|(k, old)| next.get(*k).is_none_or(|new| !Arc::ptr_eq(old, new)))
+            .filter(|(_, held)| held.holds(origin))
             .map(|(k, _)| k.clone())
             .collect();
-        changed.extend(
-            next.keys()
-                .filter(|k| !self.services.contains_key(*k))
-                .cloned(),
-        );
-        self.services = next;
-        changed
+        for key in &retain {
+            stale.remove(key);
+        }
+        for svc in list {
+            stale.remove(&svc.key);
+            self.set_service(origin, svc, changed);
+        }
+        for key in stale {
+            self.drop_service(origin, &key, changed);
+        }
     }
 
     fn replace_slices(
         &mut self,
+        origin: &Origin,
         list: Vec<EndpointSlice>,
         retain: Vec<SliceKey>,
-    ) -> Vec<ServiceKey> {
-        let mut next: HashMap<ServiceKey, SliceMap> = HashMap::new();
-        let mut next_owner: HashMap<SliceKey, ServiceKey> = HashMap::with_capacity(list.len());
-        for key in retain {
-            let Some(owner) = self.slice_owner.get(&key) else {
-                continue;
-            };
-            if let Some(old) = self.slices.get(owner).and_then(|m| m.get(&key.name)) {
-                next.entry(owner.clone())
-                    .or_default()
-                    .insert(key.name.clone(), old.clone());
-                next_owner.insert(key, owner.clone());
-            }
-        }
-        for slice in list {
-            let owner = slice.service.clone();
-            let old = self.slices.get(&owner).and_then(|m| m.get(&slice.key.name));
-            let slice = match old {
-                Some(old) if **old == slice => old.clone(),
-                _ => {
-                    // Only changes count: a relist re-delivers old slices with old trigger times.
-                    if let Some(trigger) = slice.last_change_trigger_time {
-                        self.shared.freshness.lag.observe_trigger(trigger);
-                    }
-                    Arc::new(slice)
-                }
-            };
-            next_owner.insert(slice.key.clone(), owner.clone());
-            next.entry(owner)
-                .or_default()
-                .insert(slice.key.name.clone(), slice);
-        }
-        let same = |a: &SliceMap, b: &SliceMap| {
-            a.len() == b.len()
-                && a.iter()
-                    .zip(b.iter())
-                    .all(|((ka, va), (kb, vb))| ka == kb && Arc::ptr_eq(va, vb))
-        };
-        let mut changed: HashSet<ServiceKey> = self
-            .slices
+        changed: &mut HashSet<ServiceKey>,
+    ) {
+        let mut stale: HashSet<SliceKey> = self
+            .slice_versions
             .iter()
-            .filter(|(k, old)| next.get(*k).is_none_or(|new| !same(old, new)))
+            .filter(|(_, held)| held.holds(origin))
             .map(|(k, _)| k.clone())
             .collect();
-        changed.extend(
-            next.keys()
-                .filter(|k| !self.slices.contains_key(*k))
-                .cloned(),
-        );
-        self.slices = next;
-        self.slice_owner = next_owner;
-        changed.into_iter().collect()
+        for key in &retain {
+            stale.remove(key);
+        }
+        for slice in list {
+            stale.remove(&slice.key);
+            self.set_slice(origin, slice, changed);
+        }
+        for key in stale {
+            self.drop_slice(origin, &key, changed);
+        }
     }
 
     /// Rebuilds the snapshots of `changed` Services outside the lock, swaps them all in under
     /// one write lock (so a relist is seen whole or not at all), then notifies subscribers.
-    fn publish(&mut self, changed: Vec<ServiceKey>) {
+    fn publish(&mut self, changed: HashSet<ServiceKey>) {
         if changed.is_empty() {
             return;
         }
@@ -251,9 +318,9 @@ impl Writer {
         let snapshots: Vec<(ServiceKey, Option<Arc<ServiceSnapshot>>)> = changed
             .into_iter()
             .map(|key| {
-                let snap = self.services.get(&key).map(|svc| {
+                let snap = self.services.get(&key).map(|held| {
                     let slices = self.slices.get(&key).unwrap_or(&empty);
-                    Arc::new(snapshot::build(svc.clone(), slices))
+                    Arc::new(snapshot::build(held.current().clone(), slices))
                 });
                 (key, snap)
             })

@@ -111,7 +111,58 @@ pub(crate) async fn handle(
         Ok(query) => query,
         Err(msg) => return Ok(error(400, &msg)),
     };
+    if let Some(denied) = authorize(&shared, req.method(), &route, &query) {
+        return Ok(denied);
+    }
     Ok(dispatch(&shared, req, route, query).await)
+}
+
+/// The RBAC check of a resource request: `Some(403)` when it is denied.
+fn authorize(
+    shared: &Shared,
+    method: &Method,
+    route: &Route,
+    query: &Query,
+) -> Option<Response<RespBody>> {
+    let rbac = shared.rbac.read();
+    let rbac = rbac.as_ref()?;
+    let (verb, kind, namespace) = match (method, route) {
+        (&Method::GET, Route::Collection { kind, namespace }) => {
+            let verb = if query.is_watch().unwrap_or(false) {
+                "watch"
+            } else {
+                "list"
+            };
+            (verb, *kind, namespace.as_deref())
+        }
+        (method, Route::Collection { kind, namespace }) => {
+            let verb = if *method == Method::POST {
+                "create"
+            } else {
+                "deletecollection"
+            };
+            (verb, *kind, namespace.as_deref())
+        }
+        (
+            method,
+            Route::Item {
+                kind, namespace, ..
+            },
+        ) => {
+            let verb = match *method {
+                Method::GET => "get",
+                Method::PUT => "update",
+                Method::DELETE => "delete",
+                _ => "patch",
+            };
+            (verb, *kind, Some(namespace.as_str()))
+        }
+        _ => return None,
+    };
+    if rbac.allows(verb, kind, namespace) {
+        return None;
+    }
+    Some(error(403, &rbac.denial(verb, kind, namespace)))
 }
 
 fn injected(failure: Failure) -> Response<RespBody> {

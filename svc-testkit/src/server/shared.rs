@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) bookmark_interval: watch::Sender<Option<Duration>>,
     pub(crate) open_watches: watch::Sender<usize>,
+    /// `None`: every request is allowed.
+    pub(crate) rbac: parking_lot::RwLock<Option<crate::rbac::Rbac>>,
 }
 
 impl Default for Shared {
@@ -84,6 +86,7 @@ impl Default for Shared {
             counters: Counters::default(),
             bookmark_interval: watch::Sender::new(Some(DEFAULT_BOOKMARK_INTERVAL)),
             open_watches: watch::Sender::new(0),
+            rbac: parking_lot::RwLock::default(),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::dns::Dns;
 use super::idle::IdleConns;
 use super::routed::SvcStream;
 use crate::balance::{BalanceConfig, EndpointPool, Pick, Pools};
-use crate::error::{BoxError, ConnectFailed};
+use crate::error::{BoxError, ConnectFailed, TlsRequired};
 use crate::policy::Locality;
 use crate::target::{self, Target};
 
@@ -31,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) balance_requests: bool,
     pub(crate) eject_on_5xx: bool,
     pub(crate) max_idle_per_endpoint: usize,
+    pub(crate) enforce_http: bool,
 }
 
 impl Default for Config {
@@ -43,6 +44,7 @@ impl Default for Config {
             balance_requests: true,
             eject_on_5xx: true,
             max_idle_per_endpoint: 64,
+            enforce_http: true,
         }
     }
 }
@@ -185,14 +187,31 @@ impl SvcConnector {
         self.dns = Dns::disabled();
     }
 
+    /// Whether URIs other than `http://` are refused with [`TlsRequired`]. Default `true`, as
+    /// hyper-util's `HttpConnector::enforce_http`: this connector speaks cleartext, so an
+    /// `https://` request through it alone would go out unencrypted.
+    ///
+    /// Set it to `false` only when a TLS connector wraps this one, such as hyper-rustls's
+    /// `HttpsConnector::from((connector, tls_config))`; `https://` connections are then balanced
+    /// per connection (the requests inside TLS cannot be routed one by one). See the
+    /// `tls` example.
+    pub fn set_enforce_http(&mut self, enforce: bool) {
+        Arc::make_mut(&mut self.config).enforce_http = enforce;
+    }
+
     async fn connect(self, uri: Uri) -> Result<SvcStream, BoxError> {
+        let cleartext = match uri.scheme_str() {
+            None | Some("http") => true,
+            Some(_) if self.config.enforce_http => return Err(TlsRequired::new(&uri).into()),
+            Some(_) => false,
+        };
         let (host, port) = target::host_port(&uri)?;
-        target::wait_synced(&self.pools, self.config.sync_timeout).await;
+        target::wait_synced(&self.pools, host, self.config.sync_timeout).await?;
         let stream = match target::resolve(&self.pools, host, port)? {
             Target::Pool { pool, .. } => {
                 let start = Instant::now();
                 let (pick, stream) = connect_pool(&pool, &self.config, None).await?;
-                if !self.config.balance_requests {
+                if !self.config.balance_requests || !cleartext {
                     pick.success(start.elapsed());
                     return Ok(SvcStream::plain(stream));
                 }

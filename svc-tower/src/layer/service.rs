@@ -23,7 +23,7 @@ use super::{Config, HttpVersion};
 use crate::balance::Pools;
 use crate::error::{
     BoxError, ConnectFailed, MissingAuthority, NoEndpoints, NoEndpointsReason, RequestBodyFailed,
-    RequestFailed, ResponseTimeout, UnknownService,
+    RequestFailed, ResponseTimeout, TlsRequired, UnknownService,
 };
 use crate::target::{self, Target};
 
@@ -268,7 +268,7 @@ where
     if let Some(route) = routes.get(authority.as_str()) {
         return Ok(Routed::Cluster(route));
     }
-    target::wait_synced(pools, config.sync_timeout).await;
+    target::wait_synced(pools, authority.host(), config.sync_timeout).await?;
     let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
     let port = authority.port_u16().unwrap_or(default_port);
     match target::resolve(pools, authority.host(), port)? {
@@ -295,6 +295,11 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    // The layer's own connections are cleartext (HTTP/1.1 and h2c): an `https://` request
+    // would otherwise leave unencrypted to a pod that expects TLS.
+    if scheme != Scheme::HTTP {
+        return Err(TlsRequired::new(req.uri()).into());
+    }
     // `detect`: the protocol comes from the port's appProtocol, which an endpoint may not
     // live up to (an HTTP/1.1 pod behind an h2c port); see `EndpointConns::sender`.
     let (proto, detect) = match (config.version, route.proto_hint) {

@@ -274,3 +274,17 @@ pub async fn text(response: http::Response<Incoming>) -> String {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
+
+/// Follows a hyper-util client error's sources down to one of ours.
+pub fn cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cur) = e {
+        if let Some(t) = cur.downcast_ref::<T>() {
+            return Some(t);
+        }
+        e = cur.source();
+    }
+    None
+}

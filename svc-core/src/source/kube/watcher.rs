@@ -11,12 +11,13 @@ use kube::runtime::watcher::DefaultBackoff;
 use kube::Resource;
 use tokio::sync::mpsc;
 
+use super::error::Error;
 use super::recovery::{self, ApiHealth};
 use super::{Config, Watched};
 use crate::model::{ModelError, ServiceKey};
-use crate::store::{Event, Store, WatchFreshness};
+use crate::store::{Event, Origin, Store, WatchFreshness};
 
-fn key_of<K: Resource>(obj: &K) -> ServiceKey {
+pub(super) fn key_of<K: Resource>(obj: &K) -> ServiceKey {
     let meta = obj.meta();
     ServiceKey::new(
         meta.namespace.as_deref().unwrap_or_default(),
@@ -78,8 +79,18 @@ impl From<kube::Error> for ListFailure {
     }
 }
 
+/// What one watch covers, and the origin its events carry.
+#[derive(Clone, Debug)]
+pub(super) struct Spec {
+    pub(super) origin: Origin,
+    pub(super) namespace: Option<String>,
+    pub(super) label_selector: Option<String>,
+    pub(super) field_selector: Option<String>,
+}
+
 struct Watcher<K: Watched> {
     api: Api<K>,
+    spec: Spec,
     config: Config,
     store: Store,
     events: mpsc::Sender<Event>,
@@ -94,20 +105,25 @@ struct Watcher<K: Watched> {
     streaming: bool,
     /// Invalid object versions already logged. Only bad objects land here, so it stays small.
     reported: std::collections::HashSet<(ServiceKey, String)>,
+    /// A permanent error was logged in this run of failures (log it once, not per retry).
+    logged_permanent: bool,
 }
 
 pub(super) async fn watch<K: Watched>(
     client: kube::Client,
+    spec: Spec,
     config: &Config,
     store: Store,
     events: mpsc::Sender<Event>,
 ) {
-    let api = match &config.namespace {
+    let api = match &spec.namespace {
         Some(ns) => Api::<K>::namespaced(client, ns),
         None => Api::<K>::all(client),
     };
     let mut w = Watcher {
         api,
+        spec,
+        logged_permanent: false,
         streaming: config.streaming_lists,
         config: config.clone(),
         health: config.health.clone(),
@@ -130,21 +146,39 @@ impl<K: Watched> Watcher<K> {
     fn succeeded(&mut self) {
         self.freshness().record_connected();
         self.health.report_up();
+        self.store.report_source_ok(&self.spec.origin, K::KIND);
         self.woken = false;
         self.ignore_wakes = false;
+        self.logged_permanent = false;
     }
 
-    /// A request failed; returns the health's wake-up count to pause from.
-    fn failed(&mut self, error: &kube::Error) -> u64 {
+    /// A request failed: log it, report it to the store (typed, so that waiting callers fail
+    /// with it), and return the health's wake-up count to pause from.
+    fn failed(&mut self, error: kube::Error, verb: &'static str, what: &str) -> u64 {
         self.freshness().record_error();
-        self.freshness().record_disconnected(error);
+        self.freshness().record_disconnected(&error);
         if self.woken {
             self.ignore_wakes = true;
             self.woken = false;
         }
-        if recovery::unreachable(error) {
-            self.health.report_down(error);
+        if recovery::unreachable(&error) {
+            self.health.report_down(&error);
         }
+        let error = Error::classify(error, verb, K::RESOURCE, self.spec.namespace.as_deref());
+        let permanent = error.is_permanent();
+        if permanent && !self.logged_permanent {
+            self.logged_permanent = true;
+            tracing::error!(kind = K::NAME, origin = %self.spec.origin, %error,
+                "{what}; this will not heal by retrying: fix the credentials or RBAC (retrying with backoff meanwhile)");
+        } else if !permanent {
+            tracing::warn!(kind = K::NAME, origin = %self.spec.origin, %error, "{what}; backing off");
+        }
+        self.store.report_source_error(
+            &self.spec.origin,
+            K::KIND,
+            std::sync::Arc::new(error),
+            permanent,
+        );
         self.health.ups()
     }
 
@@ -196,8 +230,7 @@ impl<K: Watched> Watcher<K> {
                     Ok(None) => return,
                     Err(ListFailure::Abandoned) => State::List,
                     Err(ListFailure::Failed(error)) => {
-                        let ups = self.failed(&error);
-                        tracing::warn!(kind = K::NAME, %error, "list failed; backing off");
+                        let ups = self.failed(error, "list", "list failed");
                         self.pause(ups).await;
                         State::List
                     }
@@ -251,7 +284,8 @@ impl<K: Watched> Watcher<K> {
         }
         let mut listed = Listed::default();
         let mut params = ListParams::default().limit(self.config.page_size);
-        params.label_selector = self.config.label_selector.clone();
+        params.label_selector = self.spec.label_selector.clone();
+        params.field_selector = self.spec.field_selector.clone();
         let api = self.api.clone();
         let first = self.guarded(api.list(&params)).await;
         let mut page = first.ok_or(ListFailure::Abandoned)??;
@@ -268,7 +302,7 @@ impl<K: Watched> Watcher<K> {
             }
         };
         tracing::debug!(kind = K::NAME, %resource_version, objects = listed.good.len(), "listed");
-        let event = K::replace(listed.good, listed.bad);
+        let event = K::replace(listed.good, listed.bad).tagged(&self.spec.origin);
         Ok(self.events.send(event).await.ok().map(|_| resource_version))
     }
 
@@ -276,7 +310,8 @@ impl<K: Watched> Watcher<K> {
     /// marks the end of the initial events.
     async fn streaming_list(&mut self) -> Result<Option<String>, ListFailure> {
         let mut params = WatchParams::streaming_lists().timeout(self.config.watch_timeout_secs);
-        params.label_selector = self.config.label_selector.clone();
+        params.label_selector = self.spec.label_selector.clone();
+        params.field_selector = self.spec.field_selector.clone();
         let api = self.api.clone();
         let stream = self
             .guarded(api.watch(&params, ""))
@@ -305,7 +340,7 @@ impl<K: Watched> Watcher<K> {
                     {
                         let mut listed = Listed::default();
                         self.convert_into(std::mem::take(&mut objects).into_values(), &mut listed);
-                        let event = K::replace(listed.good, listed.bad);
+                        let event = K::replace(listed.good, listed.bad).tagged(&self.spec.origin);
                         let rv = b.metadata.resource_version;
                         return Ok(self.events.send(event).await.ok().map(|_| rv));
                     }
@@ -325,15 +360,15 @@ impl<K: Watched> Watcher<K> {
 
     async fn watch_once(&mut self, resource_version: &mut String) -> WatchEnd {
         let mut params = WatchParams::default().timeout(self.config.watch_timeout_secs);
-        params.label_selector = self.config.label_selector.clone();
+        params.label_selector = self.spec.label_selector.clone();
+        params.field_selector = self.spec.field_selector.clone();
         let api = self.api.clone();
         let stream = match self.guarded(api.watch(&params, resource_version)).await {
             None => return WatchEnd::Resume,
             Some(Ok(s)) => s,
             Some(Err(e)) if is_gone(&e) => return WatchEnd::Gone,
             Some(Err(error)) => {
-                self.failed(&error);
-                tracing::warn!(kind = K::NAME, %error, "watch failed; backing off");
+                self.failed(error, "watch", "watch failed");
                 return WatchEnd::Failed;
             }
         };
@@ -350,8 +385,7 @@ impl<K: Watched> Watcher<K> {
                 }
                 Ok(None) => return WatchEnd::Resume,
                 Ok(Some(Err(error))) => {
-                    self.failed(&error);
-                    tracing::warn!(kind = K::NAME, %error, "watch stream broke; resuming");
+                    self.failed(error, "watch", "watch stream broke");
                     return WatchEnd::Failed;
                 }
                 Ok(Some(Ok(event))) => event,
@@ -374,15 +408,18 @@ impl<K: Watched> Watcher<K> {
                 }
                 WatchEvent::Error(s) if s.code == 410 => return WatchEnd::Gone,
                 WatchEvent::Error(s) => {
-                    let error = kube::Error::Api(s);
-                    self.failed(&error);
-                    tracing::warn!(kind = K::NAME, %error, "watch error event");
+                    self.failed(kube::Error::Api(s), "watch", "watch error event");
                     return WatchEnd::Failed;
                 }
             };
             self.backoff = DefaultBackoff::default();
             if let Some(event) = out {
-                if self.events.send(event).await.is_err() {
+                if self
+                    .events
+                    .send(event.tagged(&self.spec.origin))
+                    .await
+                    .is_err()
+                {
                     return WatchEnd::Closed;
                 }
             }
