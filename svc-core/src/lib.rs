@@ -68,12 +68,16 @@
 //! let (events, changes) = mpsc::channel(1024);
 //! tokio::spawn(writer.run(changes));
 //!
+//! // Watch only the Services this app resolves (default: the whole cluster).
 //! let mut config = source::kube::Config::default();
-//! config.namespace = Some("shop".into()); // default: all namespaces
+//! config.scope = source::kube::Scope::OnDemand(Default::default());
 //! tokio::spawn(source::kube::run(client, config, store.clone(), events));
 //!
-//! store.wait_synced().await; // both lists are in
-//! if let Some(web) = store.resolve_name("web.shop.svc.cluster.local") {
+//! // Starts watching the name and waits, bounded, for its first lists; fails with the
+//! // source's error (a 403 names the missing verb) rather than waiting it out.
+//! let name = "web.shop.svc.cluster.local";
+//! store.ready_for(name, std::time::Duration::from_secs(2)).await?;
+//! if let Some(web) = store.resolve_name(name) {
 //!     println!("{:?}", web.ports[0].endpoints);
 //! }
 //! # Ok(())

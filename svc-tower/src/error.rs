@@ -145,6 +145,7 @@ impl ConnectFailed {
 /// unencrypted to a peer that expects TLS.
 #[derive(Debug, thiserror::Error)]
 #[error("{scheme}://{authority} needs TLS, but this client path speaks cleartext HTTP only")]
+#[non_exhaustive]
 pub struct TlsRequired {
     /// The URI's scheme.
     pub scheme: String,

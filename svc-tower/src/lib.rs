@@ -53,7 +53,9 @@
 //! let (events, changes) = mpsc::channel(1024);
 //! tokio::spawn(writer.run(changes));
 //! let api = kube::Client::try_default().await?;
-//! let config = source::kube::Config::default(); // all namespaces
+//! // Watch only the Services this client resolves (default: the whole cluster).
+//! let mut config = source::kube::Config::default();
+//! config.scope = source::kube::Scope::OnDemand(Default::default());
 //! tokio::spawn(source::kube::run(api, config, store.clone(), events));
 //!
 //! let client: Client<_, Empty<Bytes>> =
