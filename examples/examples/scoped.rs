@@ -122,10 +122,8 @@ async fn client(args: &Args, mode: &str, url: &str) -> anyhow::Result<()> {
         "cluster" => Scope::Cluster,
         other => bail!("unknown mode {other}"),
     };
-    let config = Config {
-        scope,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.scope = scope;
     tokio::spawn(run(client, config, store.clone(), tx));
     let mut samples = Vec::new();
     if mode == "cluster" {

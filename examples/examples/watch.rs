@@ -90,10 +90,8 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the cluster")?;
-            let config = source::kube::Config {
-                namespace: args.namespace.clone(),
-                ..Default::default()
-            };
+            let mut config = source::kube::Config::default();
+            config.namespace = args.namespace.clone();
             eprintln!("watching the Kubernetes API");
             tokio::spawn(source::kube::run(client, config, store.clone(), tx));
         }

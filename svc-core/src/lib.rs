@@ -9,6 +9,19 @@
 //!   and a whole-store change feed.
 //! - [`source`]: the Kubernetes watch source and the manifests source; both feed a `Writer`.
 //!
+//! ## Cargo features
+//!
+//! - `kube` (default): the Kubernetes API source, `source::kube`. Without it only the
+//!   manifests source is built, and neither kube nor a TLS stack is compiled.
+//! - `rustls-tls` (default) or `openssl-tls`: the API client's TLS, and `ring` (default) or
+//!   `aws-lc-rs`: rustls' crypto provider. All are passed through to kube's features of the
+//!   same names.
+//!
+//! Like every library on k8s-openapi, svc-core does not pick a Kubernetes version: the
+//! application enables one `v1_*` feature (or `latest`) on its own k8s-openapi dependency.
+//!
+//! ## Manifests, applied by hand
+//!
 //! ```
 //! use svc_core::store::{Event, StoreConfig, Writer};
 //! use svc_core::source::manifests;
@@ -38,6 +51,69 @@
 //!     .unwrap();
 //! assert_eq!(by_ip.service.service.key.name.as_ref(), "web");
 //! ```
+//!
+//! ## Live, from the Kubernetes API
+//!
+//! The [`Writer`] runs in a task of its own and applies what the source sends it; the
+//! [`Store`] is cloned to every reader.
+//!
+//! ```no_run
+//! # #[cfg(feature = "kube")]
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use svc_core::{source, StoreConfig, Writer};
+//! use tokio::sync::mpsc;
+//!
+//! let client = kube::Client::try_default().await?;
+//! let (writer, store) = Writer::new(StoreConfig::default());
+//! let (events, changes) = mpsc::channel(1024);
+//! tokio::spawn(writer.run(changes));
+//!
+//! // Watch only the Services this app resolves (default: the whole cluster).
+//! let mut config = source::kube::Config::default();
+//! config.scope = source::kube::Scope::OnDemand(Default::default());
+//! tokio::spawn(source::kube::run(client, config, store.clone(), events));
+//!
+//! // Starts watching the name and waits, bounded, for its first lists; fails with the
+//! // source's error (a 403 names the missing verb) rather than waiting it out.
+//! let name = "web.shop.svc.cluster.local";
+//! store.ready_for(name, std::time::Duration::from_secs(2)).await?;
+//! if let Some(web) = store.resolve_name(name) {
+//!     println!("{:?}", web.ports[0].endpoints);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Live, from a manifests file or directory
+//!
+//! The same store, followed from YAML files (reloaded when they change) instead of a cluster.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use svc_core::source::manifests;
+//! use svc_core::{StoreConfig, Writer};
+//! use tokio::sync::mpsc;
+//!
+//! let dir = tempfile::tempdir()?;
+//! std::fs::write(
+//!     dir.path().join("web.yaml"),
+//!     "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+//!      spec: {clusterIP: 127.0.0.77, ports: [{port: 80}]}\n",
+//! )?;
+//!
+//! let (writer, store) = Writer::new(StoreConfig::default());
+//! let (events, changes) = mpsc::channel(1024);
+//! tokio::spawn(writer.run(changes));
+//! // Loads the files before it returns, so that a bad path or file fails here.
+//! let follow = manifests::start(dir.path().into(), manifests::Options::default(), events).await?;
+//! tokio::spawn(follow);
+//!
+//! store.wait_synced().await;
+//! assert!(store.resolve_name("web.shop").is_some());
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod model;
@@ -45,5 +121,8 @@ pub mod name;
 pub mod source;
 pub mod store;
 
+/// kube, whose `Client` the API source takes, so that apps need no dependency of their own.
+#[cfg(feature = "kube")]
+pub use kube;
 pub use model::{ModelError, ServiceKey};
 pub use store::{Store, StoreConfig, Writer};

@@ -1,10 +1,14 @@
 //! Sources of Services and EndpointSlices. Each turns what it reads into store [`Event`]s and
 //! sends them to the one [`Writer`](crate::store::Writer).
 //!
-//! - [`kube`]: list+watch against the Kubernetes API, with bookmarks, backoff, relist on
-//!   410 Gone and stalled-watch detection.
 //! - [`manifests`]: a YAML file or directory, reloaded when it changes.
+#![cfg_attr(
+    feature = "kube",
+    doc = "- [`kube`] (cargo feature `kube`, on by default): list+watch against the Kubernetes \
+           API, with bookmarks, backoff, relist on 410 Gone and stalled-watch detection."
+)]
 
+#[cfg(feature = "kube")]
 pub mod kube;
 pub mod manifests;
 
@@ -12,7 +16,9 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::model::{EndpointSlice, ModelError, Service};
+#[cfg(feature = "kube")]
+use crate::model::ModelError;
+use crate::model::{EndpointSlice, Service};
 use crate::store::Event;
 
 /// Asks a running source to look at its input again now (the proxy pulls it on SIGHUP).
@@ -41,6 +47,7 @@ impl Reload {
 }
 
 /// Logs an object that failed conversion, with its identity.
+#[cfg(feature = "kube")]
 pub(crate) fn log_invalid<K: ::kube::Resource>(obj: &K, kind: &'static str, error: &ModelError) {
     let meta = obj.meta();
     tracing::warn!(
@@ -54,6 +61,7 @@ pub(crate) fn log_invalid<K: ::kube::Resource>(obj: &K, kind: &'static str, erro
 }
 
 /// Converts an object, logging a failure.
+#[cfg(feature = "kube")]
 pub(crate) fn convert<K, T>(obj: &K, kind: &'static str) -> Result<T, ModelError>
 where
     K: ::kube::Resource,
@@ -64,6 +72,7 @@ where
 
 /// Either kind of object we route on, converted.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Object {
     /// A Service.
     Service(Service),

@@ -42,6 +42,7 @@ use subscribe::FeedShared;
 
 /// How names are qualified, and how long [`Store::ready_for`] waits once a source fails.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// The cluster DNS domain (default `cluster.local`).
     pub cluster_domain: String,

@@ -265,10 +265,8 @@ async fn stalled_watch_is_detected_and_restarted() {
     let server = FakeApiServer::start().await;
     server.set_bookmark_interval(Some(Duration::from_millis(50)));
     web(&server, &["127.0.0.11"]);
-    let config = Config {
-        stall_timeout: Duration::from_millis(500),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.stall_timeout = Duration::from_millis(500);
     let h = start(&server, config);
     h.synced().await;
     eventually("bookmarks counted", || async {
@@ -307,13 +305,11 @@ async fn three_slices_with_per_slice_named_target_ports() {
                 .build(),
         );
     }
-    let h = start(
-        &server,
-        Config {
-            page_size: 1,
-            ..Config::default()
-        },
-    );
+    let h = start(&server, {
+        let mut config = Config::default();
+        config.page_size = 1;
+        config
+    });
     h.synced().await;
     assert_eq!(
         addrs(&h.store, "shop", "web").unwrap(),
@@ -345,12 +341,10 @@ async fn streaming_lists_namespace_and_label_selector() {
             .port("http", 80, 8080)
             .build(),
     );
-    let config = Config {
-        namespace: Some("shop".into()),
-        label_selector: Some("tier!=internal".into()),
-        streaming_lists: true,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.namespace = Some("shop".into());
+    config.label_selector = Some("tier!=internal".into());
+    config.streaming_lists = true;
     let h = start(&server, config);
     h.synced().await;
     assert_eq!(addrs(&h.store, "shop", "web").unwrap(), ["127.0.0.11:8080"]);
@@ -468,15 +462,10 @@ async fn watches_resume_within_the_probe_cap_after_an_outage() {
     let server = FakeApiServer::start().await;
     server.set_bookmark_interval(None);
     web(&server, &["127.0.0.11"]);
-    let config = Config {
-        probe: svc_core::source::kube::ProbeConfig {
-            // A probe never times out inside one jump of the hand-moved clock.
-            timeout: Duration::from_secs(600),
-            jitter_seed: Some(1),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    // A probe never times out inside one jump of the hand-moved clock.
+    config.probe.timeout = Duration::from_secs(600);
+    config.probe.jitter_seed = Some(1);
     let cap = config.probe.max_interval;
     assert_eq!(
         cap,
@@ -533,14 +522,9 @@ async fn a_failing_apiserver_sees_no_more_lists_and_watches_than_client_go_sends
     let server = FakeApiServer::start().await;
     server.set_bookmark_interval(None);
     web(&server, &["127.0.0.11"]);
-    let config = Config {
-        probe: svc_core::source::kube::ProbeConfig {
-            timeout: Duration::from_secs(600),
-            jitter_seed: Some(2),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.probe.timeout = Duration::from_secs(600);
+    config.probe.jitter_seed = Some(2);
     // Every request fails (500 is not retried by kube's client), the probe included.
     server.fail_next(usize::MAX / 2, 500);
     let h = start(&server, config);

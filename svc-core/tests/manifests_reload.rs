@@ -164,10 +164,8 @@ fn start_with(
     let (writer, store) = Writer::new(StoreConfig::default());
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(writer.run(rx));
-    let options = manifests::Options {
-        interval,
-        ..manifests::Options::default()
-    };
+    let mut options = manifests::Options::default();
+    options.interval = interval;
     let (status, reload) = (options.status.clone(), options.reload.clone());
     let path = path.to_path_buf();
     let task = tokio::spawn(async move {

@@ -45,10 +45,13 @@ fn start(server: &FakeApiServer, config: Config) -> Harness {
 }
 
 fn on_demand(idle: Duration) -> Config {
-    Config {
-        scope: Scope::OnDemand(OnDemand::default().idle_timeout(idle)),
-        ..Config::default()
-    }
+    scoped(Scope::OnDemand(OnDemand::default().idle_timeout(idle)))
+}
+
+fn scoped(scope: Scope) -> Config {
+    let mut config = Config::default();
+    config.scope = scope;
+    config
 }
 
 async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
@@ -220,13 +223,7 @@ async fn namespaced_role_from_deploy_is_enough_for_on_demand_and_namespaces() {
     drop(h);
 
     // Namespaces scope with the same Role.
-    let h = start(
-        &server,
-        Config {
-            scope: Scope::Namespaces(vec!["shop".into()]),
-            ..Config::default()
-        },
-    );
+    let h = start(&server, scoped(Scope::Namespaces(vec!["shop".into()])));
     tokio::time::timeout(PATIENCE, h.store.wait_synced())
         .await
         .expect("namespace scope syncs with a Role");
@@ -270,14 +267,11 @@ async fn permanent_errors_fail_the_wait_and_transient_ones_back_off() {
 
     // 500s are transient: reported as such, retried until the list succeeds.
     server.fail_next(2, 500);
-    let h = start_with(
-        &server,
-        Config::default(),
-        StoreConfig {
-            error_grace: Duration::ZERO,
-            ..StoreConfig::default()
-        },
-    );
+    let h = start_with(&server, Config::default(), {
+        let mut config = StoreConfig::default();
+        config.error_grace = Duration::ZERO;
+        config
+    });
     let failed = h
         .store
         .ready_for("svc-0.shop", PATIENCE)
@@ -320,10 +314,8 @@ async fn api_and_manifests_dir_share_one_store() {
     let tx = h.tx.clone();
     let path = dir.path().to_path_buf();
     let manifests = tokio::spawn(async move {
-        let options = manifests::Options {
-            interval: Duration::from_millis(50),
-            ..manifests::Options::default()
-        };
+        let mut options = manifests::Options::default();
+        options.interval = Duration::from_millis(50);
         manifests::run_with(path, options, tx).await
     });
     tokio::time::timeout(PATIENCE, h.store.wait_synced())

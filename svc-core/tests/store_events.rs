@@ -84,11 +84,10 @@ fn three_slices_with_a_named_target_port_that_differs_per_slice() {
 
 #[test]
 fn lookups_by_name_vip_and_node_port() {
-    let (mut w, store) = Writer::new(StoreConfig {
-        cluster_domain: "corp.local".into(),
-        default_namespace: "shop".into(),
-        ..StoreConfig::default()
-    });
+    let mut config = StoreConfig::default();
+    config.cluster_domain = "corp.local".into();
+    config.default_namespace = "shop".into();
+    let (mut w, store) = Writer::new(config);
     for e in load(&format!(
         "{WEB}{}",
         slice("web-a", 8080, &["10.0.0.1"], true)

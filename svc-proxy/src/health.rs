@@ -100,6 +100,8 @@ pub fn source_checks(source: &SourceHealth, store: &Store) -> Vec<Check> {
                             error.split_whitespace().collect::<Vec<_>>().join(" ")
                         ),
                     ),
+                    // A state this version does not know is not a healthy one.
+                    other => Check::failed(name, format!("{other:?}")),
                 }
             })
             .collect(),

@@ -187,10 +187,9 @@ pub async fn start_with_client(args: Args, client: kube::Client) -> Result<Runni
 
 async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running> {
     let fd_limit = limits::raise_fd_limit();
-    let (writer, store) = Writer::new(StoreConfig {
-        cluster_domain: args.cluster_domain.trim_end_matches('.').to_string(),
-        ..StoreConfig::default()
-    });
+    let mut store_config = StoreConfig::default();
+    store_config.cluster_domain = args.cluster_domain.trim_end_matches('.').to_string();
+    let (writer, store) = Writer::new(store_config);
     let (tx, rx) = mpsc::channel(1024);
     spawn_writer(writer, rx)?;
     let reload = Reload::new();
@@ -321,11 +320,9 @@ async fn start_source(
 ) -> Result<(JoinHandle<Result<()>>, health::SourceHealth)> {
     match &args.manifests {
         Some(path) => {
-            let options = manifests::Options {
-                interval: MANIFESTS_INTERVAL,
-                reload,
-                ..manifests::Options::default()
-            };
+            let mut options = manifests::Options::default();
+            options.interval = MANIFESTS_INTERVAL;
+            options.reload = reload;
             let status = options.status.clone();
             // The first load happens here, so that a bad path or file fails the start.
             let follow = manifests::start(path.clone(), options, tx).await?;
@@ -338,11 +335,9 @@ async fn start_source(
                 Some(c) => c,
                 None => kube::Client::try_default().await?,
             };
-            let config = kube_source::Config {
-                namespace: args.namespace.clone(),
-                reload,
-                ..Default::default()
-            };
+            let mut config = kube_source::Config::default();
+            config.namespace = args.namespace.clone();
+            config.reload = reload;
             let api = config.health.clone();
             tracing::info!(namespace = ?args.namespace, "watching the Kubernetes API");
             let task = tokio::spawn(async move {

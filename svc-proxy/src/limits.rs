@@ -1,4 +1,4 @@
-//! Resource ceilings shared by every listener: the open-file limit ([`fds`]), the UDP flow
+//! Resource ceilings shared by every listener: the open-file limit (`fds`), the UDP flow
 //! budget and the memory ceiling.
 //!
 //! A proxy on a node serves clients it does not trust. Without ceilings, any client can make it

@@ -12,7 +12,7 @@
 //! of netlink requests, and the new sockets bound. Ready means programmed ([`Status`]): once the
 //! store has synced and every Service of the sync has been through a round, `/readyz` reports
 //! the dataplane, and any listener that could not be created keeps it failing. Such a listener
-//! is retried with backoff ([`failure::backoff`]) on its own, not only when its Service
+//! is retried with backoff (`failure::backoff`) on its own, not only when its Service
 //! changes, counted in `svc_proxy_listener_errors_total`, listed in `/readyz?verbose` and
 //! logged once per cause per round.
 

@@ -2,7 +2,7 @@
 //!
 //! Cardinality is bounded by what a node serves, not by the cluster: series are per Service
 //! port (as Envoy's are per cluster), appear on the port's first connection and go with the
-//! Service ([`service`]); per endpoint series only with `--metrics-endpoints`. Hot paths never
+//! Service (`metrics::service`); per endpoint series only with `--metrics-endpoints`. Hot paths never
 //! build label sets: each listener holds its [`ServiceMetrics`].
 
 mod service;

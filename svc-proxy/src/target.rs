@@ -38,7 +38,8 @@ impl Mode {
             (Protocol::Tcp, Some("http" | "kubernetes.io/ws")) => Some(Self::Http),
             (Protocol::Tcp, Some("kubernetes.io/h2c" | "h2c" | "grpc")) => Some(Self::H2c),
             (Protocol::Tcp, _) => Some(Self::Tcp),
-            (Protocol::Sctp, _) => None,
+            // SCTP, and any protocol added later, is not proxied.
+            _ => None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! UDP: per-client flows with idle expiry, re-picks and ceilings.
 //!
-//! Each client address gets a flow ([`flow`]): a socket connected to one picked endpoint, and a
+//! Each client address gets a flow (`udp::flow`): a socket connected to one picked endpoint, and a
 //! task that relays the endpoint's replies back from the Service address. A flow ends when it
 //! is idle for `--udp-idle-timeout`. When its endpoint stops being eligible (removed, not
 //! ready, or filtered out by policy), the flow is dropped and the client's next datagram is
@@ -8,9 +8,9 @@
 //! blackhole that kube-proxy clears by flushing conntrack entries).
 //!
 //! - **First datagram.** A new flow's first datagram is sent at once on the fresh socket (see
-//!   [`flow::send_now`]): every DNS query is a new flow, so losing it would fail every query's
+//!   `flow::send_now`): every DNS query is a new flow, so losing it would fail every query's
 //!   first try.
-//! - **Ceilings** ([`table`], [`crate::limits`]): at most `--udp-max-flows-per-client` flows
+//! - **Ceilings** (`udp::table`, [`crate::limits`]): at most `--udp-max-flows-per-client` flows
 //!   per client IP on a listener and `--udp-max-flows` in the whole proxy; reaching either
 //!   evicts an old, idle flow rather than refusing the new one. Above `--memory-ceiling`, new
 //!   flows are refused. Every datagram not forwarded is counted by reason

@@ -14,6 +14,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a Service port has no endpoint to offer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum NoEndpointsReason {
     /// The store has not finished its initial sync and the Service is not known yet.
     NotSynced,
@@ -116,6 +117,7 @@ impl fmt::Display for PortDisplay<'_> {
 /// Every connect attempt failed.
 #[derive(Debug, thiserror::Error)]
 #[error("connect to {addr} failed after {attempts} attempt(s)")]
+#[non_exhaustive]
 pub struct ConnectFailed {
     /// The last address tried.
     pub addr: SocketAddr,
@@ -143,6 +145,7 @@ impl ConnectFailed {
 /// unencrypted to a peer that expects TLS.
 #[derive(Debug, thiserror::Error)]
 #[error("{scheme}://{authority} needs TLS, but this client path speaks cleartext HTTP only")]
+#[non_exhaustive]
 pub struct TlsRequired {
     /// The URI's scheme.
     pub scheme: String,
@@ -162,6 +165,7 @@ impl TlsRequired {
 /// The host is not a Service of the store (nor, where that applies, a name DNS could resolve).
 #[derive(Debug, thiserror::Error)]
 #[error("{host} is not a known service")]
+#[non_exhaustive]
 pub struct UnknownService {
     /// The host as given (name or IP).
     pub host: String,
@@ -175,6 +179,7 @@ pub struct MissingAuthority;
 /// A name lookup (ExternalName target or a name outside the cluster) failed.
 #[derive(Debug, thiserror::Error)]
 #[error("resolving {name} failed")]
+#[non_exhaustive]
 pub struct ResolveFailed {
     /// The name.
     pub name: String,
@@ -195,6 +200,7 @@ impl ResolveFailed {
 /// connection mid-response).
 #[derive(Debug, thiserror::Error)]
 #[error("request to {endpoint} failed")]
+#[non_exhaustive]
 pub struct RequestFailed {
     /// The endpoint.
     pub endpoint: SocketAddr,
@@ -216,6 +222,7 @@ impl RequestFailed {
 /// closed; the endpoint is reported to outlier ejection.
 #[derive(Debug, thiserror::Error)]
 #[error("{endpoint} sent no response within {timeout:?}")]
+#[non_exhaustive]
 pub struct ResponseTimeout {
     /// The endpoint.
     pub endpoint: SocketAddr,
@@ -228,6 +235,7 @@ pub struct ResponseTimeout {
 /// reported to outlier ejection.
 #[derive(Debug, thiserror::Error)]
 #[error("reading the request body for {endpoint} failed")]
+#[non_exhaustive]
 pub struct RequestBodyFailed {
     /// The endpoint the request was going to.
     pub endpoint: SocketAddr,

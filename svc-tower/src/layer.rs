@@ -74,6 +74,7 @@ use crate::balance::Pools;
 
 /// Which HTTP version requests go out with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HttpVersion {
     /// HTTP/2 for HTTP/2 requests and for ports whose `appProtocol` says so; else HTTP/1.1.
     #[default]

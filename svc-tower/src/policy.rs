@@ -52,6 +52,8 @@ impl Locality {
 }
 
 /// How the Service was reached, which decides the traffic policy that applies.
+///
+/// Exhaustive by definition: a Service has exactly an internal and an external traffic policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Scope {
     /// From inside the cluster, by cluster IP or name: `internalTrafficPolicy`.
@@ -159,11 +161,13 @@ fn by_topology<'a>(
             Some(z) => prefer(set, |e| in_zone(e, z, all_hinted)),
             None => set,
         },
-        None if all_hinted => match zone {
+        // No trafficDistribution, or one this version does not know (kube-proxy ignores
+        // unknown values): zone hints alone decide.
+        _ if all_hinted => match zone {
             Some(z) => prefer(set, |e| in_zone(e, z, true)),
             None => set,
         },
-        None => set,
+        _ => set,
     }
 }
 

@@ -74,10 +74,9 @@ fn dual_stack_store(backends: &Backends) -> (Writer, Store) {
         .map(|b| slice(b.addr, READY))
         .chain(backends.v6.iter().map(|b| v6_slice(b.addr)))
         .collect();
-    let (mut writer, store) = Writer::new(StoreConfig {
-        default_namespace: "shop".into(),
-        ..StoreConfig::default()
-    });
+    let mut config = StoreConfig::default();
+    config.default_namespace = "shop".into();
+    let (mut writer, store) = Writer::new(config);
     writer.apply(Event::ReplaceServices {
         services: vec![svc],
         retain: vec![],

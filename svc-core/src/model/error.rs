@@ -5,6 +5,7 @@ use thiserror::Error;
 /// Every variant names the field at fault; the object is skipped and everything else keeps
 /// working.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ModelError {
     /// `metadata.name` or `metadata.namespace` is missing or empty.
     #[error("object has no {0}")]

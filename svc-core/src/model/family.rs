@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use super::error::{ModelError, Result};
 
-/// An IP family: of an address, of a cluster IP, of an EndpointSlice's endpoints.
+/// An IP family: of an address, of a cluster IP, of an EndpointSlice's endpoints. IPv4 or
+/// IPv6, so exhaustive by definition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IpFamily {
     /// IPv4.
@@ -52,6 +53,7 @@ impl fmt::Display for IpFamily {
 
 /// `spec.ipFamilyPolicy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum IpFamilyPolicy {
     /// `SingleStack`: one family.
     SingleStack,
@@ -62,6 +64,9 @@ pub enum IpFamilyPolicy {
 }
 
 /// Which families a Service serves, which decides whose endpoints its addresses reach.
+///
+/// Deliberately exhaustive: a new kind must be a compile error wherever addresses are mapped
+/// to endpoints, never a silent mix of families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stack {
     /// One family: the EndpointSlice controller makes slices of that family only.

@@ -10,6 +10,7 @@ use super::{validate, ServiceKey, Str};
 
 /// The Service's `spec.type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum ServiceType {
     /// Reachable on its cluster IPs only.
     #[default]
@@ -24,6 +25,7 @@ pub enum ServiceType {
 
 /// An L4 protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
 pub enum Protocol {
     /// TCP (the Kubernetes default).
     #[default]
@@ -55,7 +57,7 @@ impl Protocol {
     }
 }
 
-/// A Service port's `targetPort`.
+/// A Service port's `targetPort`: an IntOrString, so exhaustive by definition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TargetPort {
     /// A port number on the pod.
@@ -65,6 +67,9 @@ pub enum TargetPort {
 }
 
 /// `internalTrafficPolicy` / `externalTrafficPolicy`.
+///
+/// Deliberately exhaustive: `Local` forbids leaving the node, so a value added later must be a
+/// compile error wherever policies are applied, never a silent fallback to `Cluster`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum TrafficPolicy {
     /// Any ready endpoint in the cluster (the default).
@@ -76,6 +81,7 @@ pub enum TrafficPolicy {
 
 /// `spec.trafficDistribution`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TrafficDistribution {
     /// `PreferClose` (the original spelling) or `PreferSameZone`: prefer endpoints in the
     /// client's zone, falling back to all.
@@ -86,6 +92,7 @@ pub enum TrafficDistribution {
 
 /// `spec.sessionAffinity`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum SessionAffinity {
     /// Every connection is balanced independently.
     #[default]

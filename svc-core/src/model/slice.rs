@@ -20,6 +20,7 @@ pub type SliceKey = ServiceKey;
 
 /// `addressType` of an EndpointSlice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AddressType {
     /// IPv4 addresses.
     IPv4,
@@ -213,8 +214,9 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
         let endpoints = if address_type == AddressType::Fqdn {
             Vec::new()
         } else {
-            let mut out = Vec::with_capacity(es.endpoints.len());
-            for ep in &es.endpoints {
+            let items = es.endpoints.items();
+            let mut out = Vec::with_capacity(items.len());
+            for ep in items {
                 if let Some(ep) = endpoint(ep)? {
                     let family_ok = match address_type {
                         AddressType::IPv4 => ep.address.is_ipv4(),
@@ -238,7 +240,10 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
             .as_ref()
             .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME))
             .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
-            .map(SystemTime::from);
+            // Not `SystemTime::from`: that needs jiff's `std` feature, which only kube turns on.
+            // A time before 1970 is nonsense here and reads as absent.
+            .and_then(|ts| std::time::Duration::try_from(ts.as_duration()).ok())
+            .map(|since_epoch| SystemTime::UNIX_EPOCH + since_epoch);
         Ok(EndpointSlice {
             key,
             service,
@@ -247,5 +252,24 @@ impl TryFrom<&discoveryv1::EndpointSlice> for EndpointSlice {
             endpoints,
             last_change_trigger_time,
         })
+    }
+}
+
+/// A list field that k8s-openapi types as `Vec` for some Kubernetes versions and as
+/// `Option<Vec>` for others (`EndpointSlice.endpoints` became optional in 1.36). The
+/// application picks the version, so conversions accept either.
+trait ListField<T> {
+    fn items(&self) -> &[T];
+}
+
+impl<T> ListField<T> for Vec<T> {
+    fn items(&self) -> &[T] {
+        self
+    }
+}
+
+impl<T> ListField<T> for Option<Vec<T>> {
+    fn items(&self) -> &[T] {
+        self.as_deref().unwrap_or_default()
     }
 }

@@ -7,11 +7,12 @@
 //! healthy watch is told apart from a stalled one only by them.
 //!
 //! The two watches share an [`ApiHealth`] so that they come back together and quickly after an
-//! apiserver outage; see [`recovery`].
+//! apiserver outage: while it is down a cheap `GET /readyz` probe runs on the schedule of
+//! [`ProbeConfig`], and any success wakes both watches out of their backoff.
 //!
 //! What is watched is the [`Scope`]: the whole cluster (the proxy's default), a set of
 //! namespaces, or only the Services the app resolves ([`Scope::OnDemand`], see [`on_demand`]).
-//! Each watch tags its events with its own [`Origin`](crate::store::Origin), so other sources
+//! Each watch tags its events with its own [`Origin`], so other sources
 //! can feed the same store (see [`feed`] for apps that already run a `kube::runtime::watcher`).
 //!
 //! Failures are typed ([`Error`]) and reported to the store, so that a caller waiting in
@@ -57,6 +58,7 @@ pub enum Scope {
 
 /// How to watch the API.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Watch one namespace, or all of them (`None`, the default). Used with
     /// [`Scope::Cluster`] only.
@@ -79,7 +81,7 @@ pub struct Config {
     /// Use streaming lists (`sendInitialEvents`, Kubernetes 1.27+) instead of paginated lists;
     /// falls back to paginated lists if the server rejects them (default false).
     pub streaming_lists: bool,
-    /// How the apiserver is probed while it does not answer (see [`recovery`]).
+    /// How the apiserver is probed while it does not answer (see [`ApiHealth`]).
     pub probe: ProbeConfig,
     /// Pulled to retry a backing-off list or watch at once (default: never pulled).
     pub reload: Reload,
@@ -112,7 +114,7 @@ impl Default for Config {
 /// API errors are logged, counted in the store's freshness, reported to the store as a typed
 /// [`Error`] (permanent ones, 401/403/404, at once and as errors; callers waiting in
 /// [`Store::ready_for`] then fail with it), and retried with backoff; while the apiserver does
-/// not answer, it is probed (see [`recovery`]).
+/// not answer, it is probed (see [`ApiHealth`]).
 pub async fn run(client: kube::Client, config: Config, store: Store, events: mpsc::Sender<Event>) {
     let health = config.health.clone();
     let watches = async {

@@ -27,6 +27,7 @@ use crate::store::Event;
 
 /// Why a manifests file or directory could not be loaded.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Reading a file or listing the directory failed.
     #[error("reading {path}: {source}")]
@@ -48,7 +49,7 @@ pub enum Error {
     },
 }
 
-/// A `Result` whose error is [`Error`].
+/// A `Result` whose error is [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The objects in a set of manifests, converted; invalid objects are listed by key so that
@@ -129,11 +130,11 @@ fn convert<K, T>(
     document: usize,
 ) -> Result<T, ModelError>
 where
-    K: ::kube::Resource,
+    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
     T: for<'a> TryFrom<&'a K, Error = ModelError>,
 {
     T::try_from(obj).inspect_err(|error| {
-        let meta = obj.meta();
+        let meta = obj.metadata();
         tracing::warn!(
             file = origin,
             document,

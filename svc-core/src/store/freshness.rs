@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 /// Which watch a figure belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ResourceKind {
     /// core/v1 Services.
     Service,
@@ -27,6 +28,7 @@ impl ResourceKind {
 
 /// Whether a watch is getting through to the API right now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Connection {
     /// No request has reached a verdict yet.
     #[default]
@@ -56,6 +58,7 @@ pub struct WatchFreshness {
 
 /// A copy of a watch's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WatchStats {
     /// Time since the last event or bookmark, if there was one.
     pub since_last_activity: Option<Duration>,
@@ -145,6 +148,7 @@ pub struct LagHistogram {
 
 /// A copy of the histogram: non-cumulative counts per bucket (the last is +Inf) and the sum.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct LagSnapshot {
     /// Observations per bucket of [`LAG_BUCKETS`], then one for +Inf.
     pub counts: Vec<u64>,

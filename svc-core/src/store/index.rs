@@ -11,6 +11,9 @@ use super::snapshot::ServiceSnapshot;
 use crate::model::{Protocol, ServiceKey, Str};
 
 /// How an address reached a Service, which decides the traffic policy that applies.
+///
+/// Deliberately exhaustive: each kind must map to a traffic policy, so a new one must be a
+/// compile error in every `match`, not fall into a default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VipKind {
     /// One of `spec.clusterIPs` (internalTrafficPolicy applies).
@@ -25,6 +28,7 @@ pub enum VipKind {
 
 /// The Service port an address leads to.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct VipMatch {
     /// The Service.
     pub service: Arc<ServiceSnapshot>,

@@ -21,6 +21,7 @@ pub struct PortEndpoint {
 
 /// The endpoints of one Service port, sorted by address and unique per address.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PortSnapshot {
     /// The Service port.
     pub port: ServicePort,
@@ -43,12 +44,13 @@ impl PortSnapshot {
 /// Everything known about one Service, immutable and shared: readers hold it as an `Arc`
 /// and never a lock guard.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceSnapshot {
     /// The Service.
     pub service: Arc<Service>,
     /// One entry per `service.ports`, in the same order, with the endpoints a client reaches
     /// by the Service's name: those of every family the Service serves (see
-    /// [`Service::stack`] and [`build`]).
+    /// [`Service::stack`]).
     pub ports: Vec<PortSnapshot>,
     /// Every endpoint of the Service regardless of port, unique per IP (for DNS, notably of
     /// headless Services), sorted by address.

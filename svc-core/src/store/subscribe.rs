@@ -14,7 +14,8 @@ use tokio_stream::wrappers::WatchStream;
 use super::snapshot::{PortEndpoint, PortSnapshot, ServiceSnapshot};
 use crate::model::{IpFamily, Protocol, ServiceKey, Str};
 
-/// Which port of a Service to follow.
+/// Which port of a Service to follow: a Service port is named by its name or its number, so
+/// this is exhaustive by definition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PortRef {
     /// By port name (`None` is the unnamed port).
@@ -45,6 +46,9 @@ impl PortRef {
 }
 
 /// A change to the endpoint set of one Service port (linkerd's `Update` shape).
+///
+/// Deliberately exhaustive: a subscriber that skipped a kind of update would hold the wrong
+/// endpoint set, so a new kind must be a compile error in every consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Update {
     /// The complete set: replaces whatever the subscriber had.

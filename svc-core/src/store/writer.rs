@@ -17,6 +17,7 @@ use crate::model::{EndpointSlice, Service, ServiceKey, SliceKey, Str};
 /// that several origins hold is served in the version applied last, and goes when the last
 /// holder deletes it.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// A Service was created or changed.
     ApplyService(Service),

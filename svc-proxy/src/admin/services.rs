@@ -121,6 +121,7 @@ pub fn service_json(snap: &ServiceSnapshot, failing: &[FailingListener]) -> Valu
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
         ServiceType::ExternalName => "ExternalName",
+        _ => "unknown",
     };
     let ports: Vec<Value> = snap
         .ports

@@ -38,7 +38,7 @@ pub fn endpoint_slice(namespace: &str, name: &str, service_name: &str) -> Endpoi
         slice: EndpointSlice {
             metadata,
             address_type: "IPv4".into(),
-            endpoints: Vec::new(),
+            endpoints: Default::default(),
             ports: None,
         },
     }
@@ -84,7 +84,7 @@ impl EndpointSliceBuilder {
                 .namespace
                 .get_or_insert_with(|| self.slice.metadata.namespace.clone().unwrap_or_default());
         }
-        self.slice.endpoints.push(endpoint);
+        self.slice.endpoints.push_item(endpoint);
         self
     }
 
@@ -118,6 +118,24 @@ impl EndpointSliceBuilder {
     /// Returns the EndpointSlice.
     pub fn build(self) -> EndpointSlice {
         self.slice
+    }
+}
+
+/// `EndpointSlice.endpoints` is a `Vec` in k8s-openapi before Kubernetes 1.36 and an
+/// `Option<Vec>` from 1.36 on. The application picks the version, so the builder takes either.
+trait ListField<T> {
+    fn push_item(&mut self, item: T);
+}
+
+impl<T> ListField<T> for Vec<T> {
+    fn push_item(&mut self, item: T) {
+        self.push(item);
+    }
+}
+
+impl<T> ListField<T> for Option<Vec<T>> {
+    fn push_item(&mut self, item: T) {
+        self.get_or_insert_with(Vec::new).push(item);
     }
 }
 

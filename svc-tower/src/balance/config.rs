@@ -12,6 +12,7 @@ use std::time::Duration;
 /// count `1 / weight` times (concurrent traffic). The endpoints of a pool's first set are not
 /// in slow start: a client that starts up has nothing to ramp from.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct SlowStart {
     /// How long the ramp lasts.
     pub window: Duration,
@@ -73,6 +74,7 @@ impl SlowStart {
 ///
 /// [`Pick::failure`]: super::Pick::failure
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct BalanceConfig {
     /// An endpoint is slower than another only when its fastest recent answer (of its last
     /// 7) is more than this factor above the other's median (default 1.5) and more than

@@ -257,6 +257,7 @@ impl EndpointState {
 ///
 /// [`EndpointPool::stats`]: super::EndpointPool::stats
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct EndpointStats {
     /// The endpoint.
     pub addr: SocketAddr,

@@ -224,10 +224,9 @@ pub fn slice(addr: SocketAddr, conditions: Conditions) -> EndpointSlice {
 
 /// A synced store with `svc` and one ready slice per address.
 pub fn store(svc: Service, addrs: &[SocketAddr]) -> (Writer, Store) {
-    let (mut writer, store) = Writer::new(StoreConfig {
-        default_namespace: "shop".into(),
-        ..StoreConfig::default()
-    });
+    let mut config = StoreConfig::default();
+    config.default_namespace = "shop".into();
+    let (mut writer, store) = Writer::new(config);
     writer.apply(Event::ReplaceServices {
         services: vec![svc],
         retain: vec![],

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 /// What the source believes about the apiserver.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reachability {
     /// Answering: the last request that reached a verdict succeeded.
     Up,
@@ -41,6 +42,7 @@ pub enum Reachability {
 
 /// The probe's schedule.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ProbeConfig {
     /// The first probe comes this long after the apiserver is seen down (default 0.5 s); the
     /// delay doubles up to `max_interval`.

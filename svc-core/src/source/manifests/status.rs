@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 /// The state of one manifests file, as last looked at.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FileStatus {
     /// Why the file's current version is not applied (it does not parse, cannot be read, or is
     /// missing), while its last good version keeps being served. `None` when it is applied.

@@ -19,6 +19,7 @@ use crate::store::Event;
 
 /// How to run a manifests source.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// How often to look for changes (default 1 s). A changed file is applied once it has been
     /// stable this long, unless inotify shows that its writer finished earlier.
