@@ -78,6 +78,20 @@ impl Waits {
         self.usable_before = usable;
     }
 
+    /// A join or a leave applied between two picks. It is a change of the pool's set even when
+    /// the usable set sampled before the next pick looks the same (a leave and a join back to
+    /// back), so every open wait counts it. The pool counts a (re)joined endpoint as chosen
+    /// when it joins (`EndpointPool::welcome`), so that endpoint's wait starts again: it was
+    /// not eligible in between.
+    fn membership_changed(&mut self, joined: Option<SocketAddr>) {
+        if let Some(a) = joined {
+            self.open.remove(&a);
+        }
+        for w in self.open.values_mut() {
+            w.1 += 1;
+        }
+    }
+
     /// After pick number `pick` chose `chosen`: every other wait must be within the bound.
     fn after(&mut self, pick: u64, chosen: SocketAddr, t: u64) -> Result<(), TestCaseError> {
         self.open.remove(&chosen);
@@ -160,10 +174,15 @@ async fn run(ops: Vec<Op>, starvation: u32, seed: u64) -> Result<f64, TestCaseEr
             }
             Op::Release => held.clear(),
             Op::Join(i) => {
-                model.listed.insert(i, true);
+                if model.listed.insert(i, true) != Some(true) {
+                    waits.membership_changed(Some(addr(i)));
+                }
             }
             Op::Leave(i) => {
                 if let Some(r) = model.listed.get_mut(&i) {
+                    if *r {
+                        waits.membership_changed(None);
+                    }
                     *r = false;
                 }
             }
