@@ -150,14 +150,14 @@ async fn connection(
 ) {
     let target = proxy.target.clone();
     let client = proxy.client;
-    let started = proxy.started.clone();
+    let state = proxy.clone();
     target.metrics.connections.inc();
     target.metrics.active.inc();
     let drain = &target.ctx.drain;
     let io = ResetOnCut::new(stream, drain.cut_token());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), proxy);
     tokio::pin!(conn);
-    let first_request = first_request(header_timeout, &started);
+    let first_request = first_request(header_timeout, &state.started);
     tokio::pin!(first_request);
     let mut shutting_down = false;
     let result = loop {

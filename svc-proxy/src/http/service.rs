@@ -1,6 +1,7 @@
 //! The per-request proxy service of HTTP mode.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,8 +28,15 @@ pub type RequestBody = Counted<ClientBody>;
 pub type Body = Either<Counted<Incoming>, Full<Bytes>>;
 
 /// Proxies one client connection's requests, each to an endpoint picked for it.
+///
+/// Cloned per request (hyper's HTTP/2 server runs each stream on a task of its own), so the
+/// connection's state sits behind one `Arc`: a clone is one reference count, not one per
+/// field.
 #[derive(Clone)]
-pub struct Proxy {
+pub struct Proxy(Arc<Connection>);
+
+/// One client connection's state.
+pub struct Connection {
     /// What the listener serves.
     pub target: Arc<Target>,
     /// The client's address.
@@ -37,7 +45,7 @@ pub struct Proxy {
     destination: Destination,
     mode: Mode,
     /// Set by the first request: until then, the connection is on the header read timeout.
-    pub(super) started: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) started: AtomicBool,
 }
 
 impl Proxy {
@@ -51,14 +59,22 @@ impl Proxy {
         mode: Mode,
     ) -> Self {
         let destination = destination.clone().client(client.ip());
-        Self {
+        Self(Arc::new(Connection {
             mode,
             target,
             client,
             balance,
             destination,
-            started: Arc::default(),
-        }
+            started: AtomicBool::new(false),
+        }))
+    }
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.0
     }
 }
 
@@ -70,8 +86,11 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
     >;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.started
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // A store only when it changes: the flag shares a cache line with the rest of the
+        // connection's state, read by every request.
+        if !self.started.load(Ordering::Relaxed) {
+            self.started.store(true, Ordering::Relaxed);
+        }
         let this = self.clone();
         Box::pin(async move {
             let resp = this.proxy(req).await;
@@ -119,7 +138,7 @@ fn failed_endpoint(e: &BoxError) -> Option<SocketAddr> {
     }
 }
 
-impl Proxy {
+impl Connection {
     async fn proxy(&self, mut req: Request<Incoming>) -> Response<Body> {
         if req.method() == http::Method::CONNECT {
             return error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
