@@ -22,6 +22,7 @@
 
 pub mod body;
 pub mod expect;
+pub mod head_clock;
 pub mod headers;
 pub mod io;
 pub mod service;
@@ -29,7 +30,6 @@ mod tunnel;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,15 +86,15 @@ impl Handler {
         // `send`; with 2 iovecs per `writev` the kernel side cost ~1.5 µs more per request
         // (BENCHMARKS.md).
         // hyper's read buffer holds the request head, so its cap is the head's (431 beyond it);
-        // hyper's own default is ~400 KB per connection. hyper's header timeout runs from the
-        // start of each request head, and between keep-alive requests.
+        // hyper's own default is ~400 KB per connection. The header read timeout is the
+        // connection's (`head_clock`), not hyper's: hyper's costs a boxed timer per request.
         let max_headers = args.max_request_headers;
         builder
             .http1()
             .timer(TokioTimer::new())
             .keep_alive(true)
             .writev(false)
-            .header_read_timeout(non_zero(args.header_read_timeout))
+            .header_read_timeout(None)
             .max_buf_size(usize::try_from(max_headers).unwrap_or(usize::MAX));
         builder
             .http2()
@@ -139,9 +139,8 @@ impl Handler {
 }
 
 /// Serves one client connection; on shutdown, finishes the request in flight and closes.
-/// A connection whose first request has not arrived within `header_timeout` is closed: hyper's
-/// own header timeout starts only once it knows the protocol, which takes the client's first
-/// bytes (and, for HTTP/2, a whole preface).
+/// A connection that has waited `header_timeout` for a request head is closed (see
+/// `head_clock`).
 async fn connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: TcpStream,
@@ -150,15 +149,20 @@ async fn connection(
 ) {
     let target = proxy.target.clone();
     let client = proxy.client;
-    let started = proxy.started.clone();
+    let state = proxy.clone();
     target.metrics.connections.inc();
     target.metrics.active.inc();
     let drain = &target.ctx.drain;
     let io = ResetOnCut::new(stream, drain.cut_token());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), proxy);
     tokio::pin!(conn);
-    let first_request = first_request(header_timeout, &started);
-    tokio::pin!(first_request);
+    let overdue = async {
+        match header_timeout {
+            Some(timeout) => state.clock.overdue(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(overdue);
     let mut shutting_down = false;
     let result = loop {
         tokio::select! {
@@ -169,8 +173,8 @@ async fn connection(
             }
             // Dropping the connection drops its socket, which resets itself.
             () = drain.cutting() => break Ok(()),
-            () = &mut first_request => {
-                tracing::debug!(service = %target.service, %client, "no request within the header read timeout; closing");
+            () = &mut overdue => {
+                tracing::debug!(service = %target.service, %client, "no request head within the header read timeout; closing");
                 break Ok(());
             }
         }
@@ -179,15 +183,4 @@ async fn connection(
         tracing::debug!(service = %target.service, %client, %error, "http connection ended with an error");
     }
     target.metrics.active.dec();
-}
-
-/// Resolves if no request has started when `timeout` passes; never otherwise.
-async fn first_request(timeout: Option<Duration>, started: &AtomicBool) {
-    if let Some(timeout) = timeout {
-        tokio::time::sleep(timeout).await;
-        if !started.load(Ordering::Relaxed) {
-            return;
-        }
-    }
-    std::future::pending().await
 }

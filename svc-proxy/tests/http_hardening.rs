@@ -271,6 +271,71 @@ async fn silent_and_slow_clients_are_closed_after_the_header_read_timeout() {
     }
 }
 
+/// Sends a GET on `s` and reads its response: (head, body).
+async fn get(s: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+    s.write_all(b"GET /k HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(s, buf).await.expect("a response head");
+    let body = read_body(s, buf, content_length(&head))
+        .await
+        .expect("a response body");
+    (head, body)
+}
+
+/// Between keep-alive requests the connection waits for a head under the header read
+/// timeout too (the proxy keeps that timer itself, not hyper), and a response that takes
+/// longer than the timeout is not cut by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connections_wait_for_the_next_head_under_the_header_read_timeout() {
+    let (_m, _proxy, seen) = setup(
+        "http-keepalive-timeout",
+        232,
+        "http",
+        Backend::EchoHead,
+        &["--header-read-timeout", "1s"],
+    )
+    .await;
+    let vip = "127.232.0.1:80";
+    let second: [&[u8]; 2] = [b"", b"GET /k HTTP/1.1\r\nHost: we"];
+    for sent in second {
+        let mut s = TcpStream::connect(vip).await.unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..2 {
+            let (head, body) = get(&mut s, &mut buf).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert!(String::from_utf8_lossy(&body).starts_with("GET /k HTTP/1.1"));
+        }
+        s.write_all(sent).await.unwrap();
+        assert!(
+            closed_by_peer(&mut s).await,
+            "after two requests, a connection that sent {:?} stayed open",
+            String::from_utf8_lossy(sent)
+        );
+    }
+    assert_eq!(requests_seen(&seen), 4);
+
+    // A silent endpoint: the response takes the upstream response timeout (3 s), longer
+    // than the header read timeout (1 s), and the client still gets it.
+    let (_m, _proxy, _seen) = setup(
+        "http-keepalive-slow",
+        233,
+        "http",
+        Backend::Silent,
+        &[
+            "--header-read-timeout",
+            "1s",
+            "--upstream-response-timeout",
+            "3s",
+        ],
+    )
+    .await;
+    let mut s = TcpStream::connect("127.233.0.1:80").await.unwrap();
+    let mut buf = Vec::new();
+    let (head, _) = get(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+}
+
 /// Item: request heads up to ~400 KB were buffered; Envoy's limit is 60 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_over_60_kib_get_431_and_never_reach_an_endpoint() {

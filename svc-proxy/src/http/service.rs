@@ -1,13 +1,15 @@
 //! The per-request proxy service of HTTP mode.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use svc_tower::error::{
     BoxError, ConnectFailed, MissingAuthority, NoEndpoints, RequestBodyFailed, RequestFailed,
     ResponseTimeout,
@@ -16,6 +18,7 @@ use svc_tower::layer::{Balance, Destination, NoFallback};
 
 use super::body::Counted;
 use super::expect::{expects_continue, ClientBody, Continue};
+use super::head_clock::HeadClock;
 use super::headers::strip_hop_by_hop;
 use crate::target::{Mode, Target};
 
@@ -27,8 +30,15 @@ pub type RequestBody = Counted<ClientBody>;
 pub type Body = Either<Counted<Incoming>, Full<Bytes>>;
 
 /// Proxies one client connection's requests, each to an endpoint picked for it.
+///
+/// Cloned per request (hyper's HTTP/2 server runs each stream on a task of its own), so the
+/// connection's state sits behind one `Arc`: a clone is one reference count, not one per
+/// field.
 #[derive(Clone)]
-pub struct Proxy {
+pub struct Proxy(Arc<Connection>);
+
+/// One client connection's state.
+pub struct Connection {
     /// What the listener serves.
     pub target: Arc<Target>,
     /// The client's address.
@@ -36,8 +46,8 @@ pub struct Proxy {
     balance: Balance<NoFallback, RequestBody>,
     destination: Destination,
     mode: Mode,
-    /// Set by the first request: until then, the connection is on the header read timeout.
-    pub(super) started: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests in flight and the wait for the next head (the header read timeout).
+    pub(super) clock: HeadClock,
 }
 
 impl Proxy {
@@ -51,33 +61,92 @@ impl Proxy {
         mode: Mode,
     ) -> Self {
         let destination = destination.clone().client(client.ip());
-        Self {
+        Self(Arc::new(Connection {
             mode,
             target,
             client,
             balance,
             destination,
-            started: Arc::default(),
-        }
+            clock: HeadClock::new(),
+        }))
+    }
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.0
     }
 }
 
 impl hyper::service::Service<Request<Incoming>> for Proxy {
-    type Response = Response<Body>;
+    type Response = Response<ResponseBody>;
     type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<Body>, Self::Error>> + Send>,
+    type Future = Pin<
+        Box<dyn std::future::Future<Output = Result<Response<ResponseBody>, Self::Error>> + Send>,
     >;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.started
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let this = self.clone();
+        self.clock.request(req.version());
+        // Made here, so that a request abandoned before its response also ends.
+        let in_flight = InFlight(self.clone());
         Box::pin(async move {
-            let resp = this.proxy(req).await;
-            this.target.metrics.request(resp.status());
-            Ok(resp)
+            let resp = in_flight.0.proxy(req).await;
+            in_flight.0.target.metrics.request(resp.status());
+            Ok(resp.map(|inner| ResponseBody {
+                inner,
+                _in_flight: in_flight,
+            }))
         })
+    }
+}
+
+/// One request in flight on its connection, until dropped.
+struct InFlight(Proxy);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.clock.response_ended();
+    }
+}
+
+/// The body the client gets: [`Body`], which ends its request when hyper has written it
+/// whole (or gave up on it).
+pub struct ResponseBody {
+    inner: Body,
+    /// Held for its `Drop`.
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.inner {
+            Either::Left(proxied) => Pin::new(proxied).poll_frame(cx),
+            Either::Right(made_up) => Pin::new(made_up)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
     }
 }
 
@@ -119,7 +188,7 @@ fn failed_endpoint(e: &BoxError) -> Option<SocketAddr> {
     }
 }
 
-impl Proxy {
+impl Connection {
     async fn proxy(&self, mut req: Request<Incoming>) -> Response<Body> {
         if req.method() == http::Method::CONNECT {
             return error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");

@@ -355,10 +355,15 @@ where
                 // endpoint's delay. Dropping `sent` abandons the request, and hyper closes its
                 // connection.
                 let deadline = async {
-                    if let Some(p) = &progress {
-                        p.ended().await;
-                    }
-                    tokio::time::sleep(timeout).await;
+                    // Without a body the request was sent whole at `start`: no clock read.
+                    let at = match &progress {
+                        Some(p) => {
+                            p.ended().await;
+                            Instant::now() + timeout
+                        }
+                        None => start + timeout,
+                    };
+                    tokio::time::sleep_until(at).await;
                 };
                 tokio::select! {
                     biased;

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# A/B of svc-proxy's HTTP mode between two binaries, fair on a busy machine: both proxies run
+# at once (each its own ClusterIP, same three nginx backends), and load runs alternate
+# OLD, NEW[, haproxy] round by round, so background load hits both alike. CPU µs per request
+# from /proc/PID/stat (user+system) around each run. Written for issue 12 (L7 cost per request).
+#
+# usage: scripts/ab-l7.sh OLD_BINARY NEW_BINARY [ROUNDS] [http|h2c] [CONNS]
+#   http: wrk -t1 -cCONNS (default 50); h2c: h2load -cCONNS -m10 (HTTP/2 prior knowledge to
+#   the same `appProtocol: http` port, HTTP/1.1 to the backends, as the shared harness does)
+#   THREADS=1   svc-proxy's --threads (and haproxy's nbthread)
+#   SECS=5      per run
+#   HAPROXY=1   also measure haproxy (the harness's http frontend and backend settings)
+# Uses 127.230.0.0/24 only. Needs wrk, h2load, nginx, haproxy
+# (apt-get install wrk nghttp2-client nginx-light haproxy).
+set -euo pipefail
+old=$1 new=$2 rounds=${3:-4} mode=${4:-http} conns=${5:-50}
+threads=${THREADS:-1} secs=${SECS:-5} hap=${HAPROXY:-1}
+net=127.230.0
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+cat >"$work/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  default_type text/plain;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $work/cb;
+  proxy_temp_path $work/px;
+  fastcgi_temp_path $work/fc;
+  uwsgi_temp_path $work/uw;
+  scgi_temp_path $work/sc;
+  server { listen $net.11:18080; location / { return 200 "ok\n"; } }
+  server { listen $net.12:18080; location / { return 200 "ok\n"; } }
+  server { listen $net.13:18080; location / { return 200 "ok\n"; } }
+}
+EOF
+nginx -c "$work/nginx.conf" -p "$work" -g 'daemon off;' &
+pids+=($!)
+
+manifest() { # cluster-ip
+  cat <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: bench, namespace: default}
+spec:
+  clusterIP: $1
+  ports: [{name: main, port: 19999, targetPort: 18080, protocol: TCP, appProtocol: http}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bench-1, namespace: default, labels: {kubernetes.io/service-name: bench}}
+addressType: IPv4
+ports: [{name: main, port: 18080, protocol: TCP}]
+endpoints:
+- {addresses: ["$net.11"], conditions: {ready: true}}
+- {addresses: ["$net.12"], conditions: {ready: true}}
+- {addresses: ["$net.13"], conditions: {ready: true}}
+EOF
+}
+mkdir "$work/old" "$work/new"
+manifest "$net.1" >"$work/old/svc.yaml"
+manifest "$net.3" >"$work/new/svc.yaml"
+"$old" --manifests "$work/old/svc.yaml" --threads "$threads" --admin-addr "$net.1:9901" \
+  >"$work/old.log" 2>&1 &
+old_pid=$!
+pids+=("$old_pid")
+"$new" --manifests "$work/new/svc.yaml" --threads "$threads" --admin-addr "$net.3:9901" \
+  >"$work/new.log" 2>&1 &
+new_pid=$!
+pids+=("$new_pid")
+if [ "$hap" = 1 ]; then
+  cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread $threads
+  maxconn 4000
+defaults
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  maxconn 4000
+frontend ft_http
+  mode http
+  option http-keep-alive
+  bind $net.2:19999
+  bind $net.2:19998 proto h2
+  default_backend bk_http
+backend bk_http
+  mode http
+  balance roundrobin
+  http-reuse always
+  server s1 $net.11:18080
+  server s2 $net.12:18080
+  server s3 $net.13:18080
+EOF
+  haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+  hap_pid=$!
+  pids+=("$hap_pid")
+fi
+sleep 1.5
+
+load() { # host port
+  if [ "$mode" = http ]; then
+    wrk -t1 -c"$conns" -d"${secs}s" "http://$1:$2/" | awk '/requests in/{print $1}'
+  else
+    h2load -c"$conns" -m10 -D "$secs" "http://$1:$2/" | awk '/^requests:/{print $4}'
+  fi
+}
+measure() { # name pid host port
+  local t0 u0 n t1 u1
+  read -r u0 t0 < <(awk '{print $14, $14+$15}' "/proc/$2/stat")
+  n=$(load "$3" "$4")
+  read -r u1 t1 < <(awk '{print $14, $14+$15}' "/proc/$2/stat")
+  python3 -c "import os; t=os.sysconf('SC_CLK_TCK'); print('%-8s %s req/s=%6.0f  us/req=%6.2f  user us/req=%6.2f  load=%s' % ('$1', '$mode', $n/$secs, ($t1-$t0)*1e6/t/$n, ($u1-$u0)*1e6/t/$n, open('/proc/loadavg').read().split()[0]))"
+}
+hport=$([ "$mode" = http ] && echo 19999 || echo 19998)
+# Warm-up: upstream connections, lazily built state.
+load "$net.1" 19999 >/dev/null
+load "$net.3" 19999 >/dev/null
+for _ in $(seq "$rounds"); do
+  measure old "$old_pid" "$net.1" 19999
+  measure new "$new_pid" "$net.3" 19999
+  if [ "$hap" = 1 ]; then measure haproxy "$hap_pid" "$net.2" "$hport"; fi
+done
