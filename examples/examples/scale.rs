@@ -96,7 +96,7 @@ fn peak_rss_mib() -> f64 {
 async fn sync(url: &str) -> anyhow::Result<(Writer, Store, Duration)> {
     let config = kube::Config::new(url.parse()?);
     let client = kube::Client::try_from(config)?;
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     let (tx, mut rx) = mpsc::channel(64);
     let start = Instant::now();
     let source = tokio::spawn(source::kube::run(
@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
 
     let at_large = update_p50(&mut writer, &store, args.services, &args)?;
     // The same measurement on a store holding only the first 100 Services.
-    let (mut small_writer, small_store) = Writer::new(StoreConfig::default());
+    let (small_store, mut small_writer) = svc_core::store::store(StoreConfig::default());
     let keep = |key: &ServiceKey| {
         key.name
             .strip_prefix("svc-")

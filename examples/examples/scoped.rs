@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use svc_core::source::kube::{run, Config, OnDemand, Scope};
-use svc_core::store::Writer;
 use svc_core::StoreConfig;
 use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer};
 use tokio::sync::mpsc;
@@ -114,7 +113,7 @@ fn rss_mib() -> f64 {
 async fn client(args: &Args, mode: &str, url: &str) -> anyhow::Result<()> {
     let before = rss_mib();
     let client = kube::Client::try_from(kube::Config::new(url.parse()?))?;
-    let (writer, store) = Writer::new(StoreConfig::default());
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(writer.run(rx));
     let scope = match mode {
@@ -127,9 +126,9 @@ async fn client(args: &Args, mode: &str, url: &str) -> anyhow::Result<()> {
     tokio::spawn(run(client, config, store.clone(), tx));
     let mut samples = Vec::new();
     if mode == "cluster" {
-        store.wait_synced().await;
+        store.wait_until_ready().await;
     } else {
-        store.wait_synced().await;
+        store.wait_until_ready().await;
         // Spread over namespaces, as an app's dependencies would be.
         for k in 0..args.used {
             let i = (k * 7919) % args.services;

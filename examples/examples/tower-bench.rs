@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use svc_core::source::manifests;
-use svc_core::store::{StoreConfig, Writer};
+use svc_core::store::StoreConfig;
 use svc_testkit::{spawn_http_backend, Backend};
 use svc_tower::balance::{BalanceConfig, Pools};
 use svc_tower::connect::SvcConnector;
@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let local = spawn_http_backend(([127, 0, 0, 1], 0).into()).await?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr()).collect();
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     // One document set: the manifests source replaces the whole store with each load.
     let yaml = manifests(&addrs, "web", "127.0.62.100")
         + "---\n"

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use svc_core::model::Protocol;
 use svc_core::source::manifests;
-use svc_core::store::{PortRef, StoreConfig, Writer};
+use svc_core::store::{PortRef, StoreConfig};
 use svc_core::ServiceKey;
 use svc_tower::balance::{BalanceConfig, Pools};
 use svc_tower::grpc::GrpcStatusLayer;
@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 1..=3u8 {
         pods.push(grpc_server([127, 0, 63, i]).await?);
     }
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     for event in manifests::parse_str(&manifests(&pods))?.into_events() {
         writer.apply(event);
     }

@@ -20,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use svc_core::model::Protocol;
 use svc_core::source::manifests;
-use svc_core::store::{PortRef, StoreConfig, Writer};
+use svc_core::store::{PortRef, StoreConfig};
 use svc_core::ServiceKey;
 use svc_testkit::{spawn_http_backend, Backend};
 use svc_tower::connect::SvcConnector;
@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 1..=3u8 {
         backends.push(spawn_http_backend(([127, 0, 60, i], 0).into()).await?);
     }
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     for event in manifests::parse_str(&manifests(&backends, None))?.into_events() {
         writer.apply(event);
     }

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use svc_core::source::manifests;
-use svc_core::store::{StoreConfig, Writer};
+use svc_core::store::StoreConfig;
 use svc_testkit::{spawn_tls_backend, tls_client_config, TlsBackend};
 use svc_tower::connect::SvcConnector;
 use svc_tower::error::TlsRequired;
@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 1..=2u8 {
         pods.push(spawn_tls_backend(([127, 0, 61, i], 0).into(), "web.demo").await?);
     }
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     for event in manifests::parse_str(&manifests(&pods))?.into_events() {
         writer.apply(event);
     }

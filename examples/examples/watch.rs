@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::Parser;
 use futures::FutureExt;
 use svc_core::source;
-use svc_core::store::{ServiceSnapshot, Writer};
+use svc_core::store::ServiceSnapshot;
 use svc_core::StoreConfig;
 use tokio::sync::mpsc;
 
@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let (writer, store) = Writer::new(StoreConfig::default());
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(writer.run(rx));
     match (&args.manifests, in_a_cluster()) {
@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
             });
         }
     }
-    store.wait_synced().await;
+    store.wait_until_ready().await;
     // Taken after the sync and drained at once: the table below shows what it starts with.
     let mut feed = store.changes();
     let _ = feed.changed().now_or_never();

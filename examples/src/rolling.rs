@@ -27,7 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use svc_core::model::{EndpointSlice, Service};
-use svc_core::store::{Event, StoreConfig, Writer};
+use svc_core::store::{Event, StoreConfig};
 use svc_core::ServiceKey;
 use svc_testkit::{endpoint_slice, service, EndpointSpec};
 use svc_tower::balance::{BalanceConfig, Pools};
@@ -211,7 +211,7 @@ async fn succeeded(
 /// request failures).
 pub async fn run(options: Options) -> anyhow::Result<Summary> {
     let [a, b, c] = options.net;
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     let mut pods = Vec::new();
     let mut slices = Vec::new();
     for i in 0..3 {

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
 use svc_core::model::{EndpointSlice, IpFamily, Service};
 use svc_core::source::manifests;
-use svc_core::store::{StoreConfig, Writer};
+use svc_core::store::StoreConfig;
 
 /// Manifests text: parsed as the manifests source parses a file; whatever parses is applied
 /// to a store, and every Service must then be found by its name and each of its addresses.
@@ -35,7 +35,7 @@ pub fn manifest_parse(data: &[u8]) {
     };
     parsed.services.iter().for_each(check_service);
     parsed.slices.iter().for_each(check_slice);
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     for event in parsed.into_events() {
         writer.apply(event);
     }
@@ -165,7 +165,7 @@ spec: {type: ExternalName, externalName: docs.example.com}
 fn dns_handler() -> &'static svc_proxy::dns::Handler {
     static HANDLER: OnceLock<svc_proxy::dns::Handler> = OnceLock::new();
     HANDLER.get_or_init(|| {
-        let (mut writer, store) = Writer::new(StoreConfig::default());
+        let (store, mut writer) = svc_core::store::store(StoreConfig::default());
         for event in manifests::parse_str(ZONE)
             .expect("the zone parses")
             .into_events()

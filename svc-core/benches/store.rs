@@ -76,7 +76,7 @@ fn slice(i: usize, flip: bool) -> EndpointSlice {
 }
 
 fn loaded(n: usize) -> (Writer, Store) {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     w.apply(Event::ReplaceServices {
         services: (0..n).map(service).collect(),
         retain: vec![],

@@ -39,7 +39,7 @@
 //! ports: [{name: http, port: 8080}]
 //! endpoints: [{addresses: [127.0.0.11], conditions: {ready: true}}]
 //! "#;
-//! let (mut writer, store) = Writer::new(StoreConfig::default());
+//! let (store, mut writer) = svc_core::store::store(StoreConfig::default());
 //! let parsed = manifests::parse_str(yaml).unwrap();
 //! for event in parsed.into_events() {
 //!     writer.apply(event);
@@ -64,7 +64,7 @@
 //! use tokio::sync::mpsc;
 //!
 //! let client = kube::Client::try_default().await?;
-//! let (writer, store) = Writer::new(StoreConfig::default());
+//! let (store, writer) = svc_core::store::store(StoreConfig::default());
 //! let (events, changes) = mpsc::channel(1024);
 //! tokio::spawn(writer.run(changes));
 //!
@@ -102,14 +102,14 @@
 //!      spec: {clusterIP: 127.0.0.77, ports: [{port: 80}]}\n",
 //! )?;
 //!
-//! let (writer, store) = Writer::new(StoreConfig::default());
+//! let (store, writer) = svc_core::store::store(StoreConfig::default());
 //! let (events, changes) = mpsc::channel(1024);
 //! tokio::spawn(writer.run(changes));
 //! // Loads the files before it returns, so that a bad path or file fails here.
 //! let follow = manifests::start(dir.path().into(), manifests::Options::default(), events).await?;
 //! tokio::spawn(follow);
 //!
-//! store.wait_synced().await;
+//! store.wait_until_ready().await;
 //! assert!(store.resolve_name("web.shop").is_some());
 //! # Ok(())
 //! # }

@@ -24,7 +24,7 @@ pub use index::{VipKind, VipMatch};
 pub use origin::{NotSynced, Origin, SourceError};
 pub use snapshot::{PortEndpoint, PortSnapshot, ServiceSnapshot};
 pub use subscribe::{ChangeFeed, EndpointUpdates, PortRef, Update};
-pub use writer::{Event, Writer};
+pub use writer::{store, Event, Writer};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -274,7 +274,7 @@ impl Store {
 
     /// Resolves once the initial lists of both Services and EndpointSlices have been applied
     /// (and those of every origin a source [announced](Store::expect_origin)).
-    pub async fn wait_synced(&self) {
+    pub async fn wait_until_ready(&self) {
         let mut rx = self.shared.sync.subscribe();
         // The sender lives in `shared`, which `self` keeps alive, so this cannot fail.
         let _ = rx.wait_for(SyncState::synced).await;

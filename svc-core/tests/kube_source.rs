@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use svc_core::source::kube::{run, Config};
-use svc_core::store::{PortRef, Update, Writer};
+use svc_core::store::{PortRef, Update};
 use svc_core::{ServiceKey, Store, StoreConfig};
 use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer, Kind};
 use tokio::sync::mpsc;
@@ -22,7 +22,7 @@ struct Harness {
 
 impl Harness {
     async fn synced(&self) {
-        tokio::time::timeout(PATIENCE, self.store.wait_synced())
+        tokio::time::timeout(PATIENCE, self.store.wait_until_ready())
             .await
             .expect("store synced");
     }
@@ -37,7 +37,7 @@ impl Drop for Harness {
 }
 
 fn start(server: &FakeApiServer, config: Config) -> Harness {
-    let (writer, store) = Writer::new(StoreConfig::default());
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = mpsc::channel(1024);
     let tasks = vec![
         tokio::spawn(writer.run(rx)),
@@ -93,7 +93,7 @@ async fn initial_sync_then_add_change_delete() {
     let server = FakeApiServer::start().await;
     web(&server, &["127.0.0.11", "127.0.0.12"]);
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+    tokio::time::timeout(PATIENCE, h.store.wait_until_ready())
         .await
         .expect("synced");
     assert_eq!(
@@ -222,7 +222,7 @@ async fn server_errors_and_throttling_back_off_and_recover() {
     web(&server, &["127.0.0.11"]);
     server.fail_next(2, 500);
     let h = start(&server, Config::default());
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+    tokio::time::timeout(PATIENCE, h.store.wait_until_ready())
         .await
         .expect("recovered from 500s");
     let errors =

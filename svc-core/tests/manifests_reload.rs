@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use svc_core::source::manifests;
-use svc_core::store::Writer;
 use svc_core::{Store, StoreConfig};
 use tokio::sync::mpsc;
 
@@ -28,7 +27,7 @@ endpoints: [{{addresses: [{endpoint}]}}]
 }
 
 fn start(path: &Path) -> (Store, tokio::task::JoinHandle<()>) {
-    let (writer, store) = Writer::new(StoreConfig::default());
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(writer.run(rx));
     let path = path.to_path_buf();
@@ -63,7 +62,7 @@ async fn file_reload_and_bad_edits() {
     let file = dir.path().join("svc.yaml");
     std::fs::write(&file, manifest("127.0.0.77", "127.0.0.11")).unwrap();
     let (store, task) = start(&file);
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .unwrap();
     endpoint_is(&store, "127.0.0.11:8080").await;
@@ -101,7 +100,7 @@ async fn directory_of_manifests() {
     std::fs::write(dir.path().join("b-slice.yml"), slice).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
     let (store, task) = start(dir.path());
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .unwrap();
     endpoint_is(&store, "127.0.0.11:8080").await;
@@ -161,7 +160,7 @@ fn start_with(
     svc_core::source::Reload,
     tokio::task::JoinHandle<()>,
 ) {
-    let (writer, store) = Writer::new(StoreConfig::default());
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(writer.run(rx));
     let mut options = manifests::Options::default();
@@ -234,7 +233,7 @@ async fn half_written_file_is_not_applied_while_its_writer_has_it_open() {
     )
     .unwrap();
     let (store, task) = start(dir.path());
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .unwrap();
     until("all three loaded", || store.services().len() == 4).await;
@@ -299,7 +298,7 @@ async fn truncated_file_keeps_its_services_until_it_stays_empty() {
     .unwrap();
     // Polls every 500 ms: the second look at the empty file is at least a second away.
     let (store, status, _reload, task) = start_with(dir.path(), Duration::from_millis(500));
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .unwrap();
     assert_eq!(store.services().len(), 3);
@@ -337,7 +336,7 @@ async fn one_bad_file_does_not_freeze_the_directory() {
     std::fs::write(&a, named("a", "127.0.0.71", "127.0.0.11")).unwrap();
     std::fs::write(&b, named("b", "127.0.0.72", "127.0.0.12")).unwrap();
     let (store, status, _reload, task) = start_with(dir.path(), Duration::from_millis(20));
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .unwrap();
     assert!(status.failing().is_empty());
@@ -383,7 +382,7 @@ async fn unchanged_files_are_not_read_again() {
     let file = dir.path().join("apps.yaml");
     std::fs::write(&file, named("a", "127.0.0.71", "127.0.0.11")).unwrap();
     let (store, status, _reload, task) = start_with(dir.path(), Duration::from_millis(20));
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .unwrap();
     let (reads, polls) = (status.reads(), status.polls());
@@ -418,7 +417,7 @@ async fn configmap_symlink_swap_is_applied() {
     symlink("..2026_01", d.join("..data")).unwrap();
     symlink("..data/apps.yaml", d.join("apps.yaml")).unwrap();
     let (store, _status, _reload, task) = start_with(d, Duration::from_millis(20));
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .unwrap();
     assert_eq!(endpoint_of(&store, "a").as_deref(), Some("127.0.0.11:8080"));
@@ -452,7 +451,7 @@ async fn reload_applies_at_once() {
     )
     .unwrap();
     let (store, _status, reload, task) = start_with(dir.path(), Duration::from_millis(20));
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .unwrap();
     let mut writer = std::fs::OpenOptions::new()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::rbac::v1::Role;
 use svc_core::source::kube::{feed, run, Config, Error as KubeError, OnDemand, Scope};
 use svc_core::source::manifests;
-use svc_core::store::{NotSynced, Origin, Writer};
+use svc_core::store::{NotSynced, Origin};
 use svc_core::{ServiceKey, Store, StoreConfig};
 use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer, Rbac};
 use tokio::sync::mpsc;
@@ -31,7 +31,7 @@ impl Drop for Harness {
 }
 
 fn start_with(server: &FakeApiServer, config: Config, store_config: StoreConfig) -> Harness {
-    let (writer, store) = Writer::new(store_config);
+    let (store, writer) = svc_core::store::store(store_config);
     let (tx, rx) = mpsc::channel(1024);
     let tasks = vec![
         tokio::spawn(writer.run(rx)),
@@ -99,7 +99,7 @@ async fn on_demand_watches_only_resolved_names_and_stops_when_idle() {
     let server = FakeApiServer::start().await;
     populate(&server, "shop", 40);
     let h = start(&server, on_demand(Duration::from_millis(300)));
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+    tokio::time::timeout(PATIENCE, h.store.wait_until_ready())
         .await
         .expect("an on-demand store is synced once its source runs");
     assert_eq!(h.store.len(), 0, "nothing is listed before a name is used");
@@ -224,7 +224,7 @@ async fn namespaced_role_from_deploy_is_enough_for_on_demand_and_namespaces() {
 
     // Namespaces scope with the same Role.
     let h = start(&server, scoped(Scope::Namespaces(vec!["shop".into()])));
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+    tokio::time::timeout(PATIENCE, h.store.wait_until_ready())
         .await
         .expect("namespace scope syncs with a Role");
     assert_eq!(h.store.len(), 3);
@@ -259,7 +259,7 @@ async fn permanent_errors_fail_the_wait_and_transient_ones_back_off() {
     assert!(h.store.source_error().is_some_and(|e| e.is_permanent()));
     // Once RBAC is granted, the source (still retrying) syncs.
     server.set_rbac(None);
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+    tokio::time::timeout(PATIENCE, h.store.wait_until_ready())
         .await
         .expect("synced once allowed");
     assert!(h.store.source_error().is_none());
@@ -283,7 +283,7 @@ async fn permanent_errors_fail_the_wait_and_transient_ones_back_off() {
         source.error().downcast_ref::<KubeError>(),
         Some(KubeError::Transient { .. })
     ));
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+    tokio::time::timeout(PATIENCE, h.store.wait_until_ready())
         .await
         .expect("synced after backing off");
     assert_eq!(endpoint_count(&h.store, "svc-0.shop"), Some(1));
@@ -318,7 +318,7 @@ async fn api_and_manifests_dir_share_one_store() {
         options.interval = Duration::from_millis(50);
         manifests::run_with(path, options, tx).await
     });
-    tokio::time::timeout(PATIENCE, h.store.wait_synced())
+    tokio::time::timeout(PATIENCE, h.store.wait_until_ready())
         .await
         .expect("synced");
     eventually("both sources applied", || async {
@@ -379,7 +379,7 @@ async fn feeds_from_an_existing_kube_watcher() {
 
     let server = FakeApiServer::start().await;
     populate(&server, "shop", 2);
-    let (writer, store) = Writer::new(StoreConfig::default());
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = mpsc::channel(64);
     let origin = Origin::new("app-watcher");
     let services = watcher(
@@ -395,7 +395,7 @@ async fn feeds_from_an_existing_kube_watcher() {
         tokio::spawn(feed::services(services, origin.clone(), tx.clone())),
         tokio::spawn(feed::endpoint_slices(slices, origin, tx)),
     ];
-    tokio::time::timeout(PATIENCE, store.wait_synced())
+    tokio::time::timeout(PATIENCE, store.wait_until_ready())
         .await
         .expect("the watcher's initial lists sync the store");
     assert_eq!(store.len(), 2);

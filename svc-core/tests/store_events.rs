@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use svc_core::source::manifests;
-use svc_core::store::{Event, PortRef, Update, VipKind, Writer};
+use svc_core::store::{Event, PortRef, Update, VipKind};
 use svc_core::{ServiceKey, StoreConfig};
 
 fn load(yaml: &str) -> [Event; 2] {
@@ -46,7 +46,7 @@ fn addrs(store: &svc_core::Store) -> Vec<String> {
 
 #[test]
 fn three_slices_with_a_named_target_port_that_differs_per_slice() {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     let yaml = format!(
         "{WEB}{}{}{}",
         slice("web-a", 8080, &["10.0.0.1", "10.0.0.2"], true),
@@ -87,7 +87,7 @@ fn lookups_by_name_vip_and_node_port() {
     let mut config = StoreConfig::default();
     config.cluster_domain = "corp.local".into();
     config.default_namespace = "shop".into();
-    let (mut w, store) = Writer::new(config);
+    let (store, mut w) = svc_core::store::store(config);
     for e in load(&format!(
         "{WEB}{}",
         slice("web-a", 8080, &["10.0.0.1"], true)
@@ -156,7 +156,7 @@ fn lookups_by_name_vip_and_node_port() {
 
 #[test]
 fn slices_before_their_service_are_staged() {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     let parsed = manifests::parse_str(&format!(
         "{WEB}{}",
         slice("web-a", 8080, &["10.0.0.1"], true)
@@ -174,7 +174,7 @@ fn slices_before_their_service_are_staged() {
 
 #[test]
 fn invalid_objects_keep_their_last_good_version() {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     for e in load(&format!(
         "{WEB}{}",
         slice("web-a", 8080, &["10.0.0.1"], true)
@@ -197,7 +197,7 @@ fn invalid_objects_keep_their_last_good_version() {
 
 #[tokio::test]
 async fn subscribers_get_reset_then_diffs_and_coalesce() {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     let key = ServiceKey::new("shop", "web");
     let mut sub = store.subscribe(&key, PortRef::Name(Some("http".into())));
     assert_eq!(sub.next().await, Some(Update::DoesNotExist));
@@ -255,11 +255,11 @@ async fn subscribers_get_reset_then_diffs_and_coalesce() {
 
 #[tokio::test]
 async fn change_feed_and_sync() {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     assert!(!store.is_synced());
     let waiter = tokio::spawn({
         let store = store.clone();
-        async move { store.wait_synced().await }
+        async move { store.wait_until_ready().await }
     });
     let mut feed = store.changes();
     let [services, slices] = load(&format!(
@@ -290,7 +290,7 @@ async fn change_feed_and_sync() {
 
 #[test]
 fn lag_counts_changes_not_relisted_copies() {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let annotated = slice("web-a", 8080, &["10.0.0.1"], true).replace(
         "labels: {kubernetes.io/service-name: web}}",

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use futures::StreamExt;
 use proptest::prelude::*;
 use svc_core::model::*;
-use svc_core::store::{Event, PortRef, Update, Writer};
+use svc_core::store::{Event, PortRef, Update};
 use svc_core::{Store, StoreConfig};
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
@@ -176,7 +176,7 @@ impl Reference {
     }
 
     fn rebuilt(&self) -> Store {
-        let (mut w, store) = Writer::new(StoreConfig::default());
+        let (store, mut w) = svc_core::store::store(StoreConfig::default());
         w.apply(Event::ReplaceSlices {
             slices: self.slices.values().cloned().collect(),
             retain: vec![],
@@ -275,7 +275,7 @@ proptest! {
 
     #[test]
     fn incremental_equals_from_scratch(ops in prop::collection::vec(arb_op(), 1..40)) {
-        let (mut writer, store) = Writer::new(StoreConfig::default());
+        let (store, mut writer) = svc_core::store::store(StoreConfig::default());
         let mut reference = Reference::default();
         let key = ServiceKey::new("a", "web");
         let mut subs: Vec<_> = [PortRef::Name(Some("http".into())), PortRef::Number(81, Protocol::Tcp)]

@@ -189,7 +189,7 @@ async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running>
     let fd_limit = limits::raise_fd_limit();
     let mut store_config = StoreConfig::default();
     store_config.cluster_domain = args.cluster_domain.trim_end_matches('.').to_string();
-    let (writer, store) = Writer::new(store_config);
+    let (store, writer) = svc_core::store::store(store_config);
     let (tx, rx) = mpsc::channel(1024);
     spawn_writer(writer, rx)?;
     let reload = Reload::new();

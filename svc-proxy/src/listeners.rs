@@ -151,7 +151,7 @@ impl Reconciler {
         // rebuild every balancer at once when the slices land, which at 10,000 Services put
         // that garbage on top of the sync's own peak memory.
         tokio::select! {
-            _ = self.ctx.store.wait_synced() => {}
+            _ = self.ctx.store.wait_until_ready() => {}
             _ = self.ctx.drain.signaled() => return,
         }
         loop {
@@ -180,7 +180,7 @@ impl Reconciler {
             tokio::select! {
                 keys = changes.changed() => self.reconcile(keys).await,
                 _ = sleep_until(retry) => self.retry_due().await,
-                _ = self.ctx.store.wait_synced(), if !synced => {}
+                _ = self.ctx.store.wait_until_ready(), if !synced => {}
                 _ = self.ctx.drain.signaled() => break,
             }
         }

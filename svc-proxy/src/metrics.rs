@@ -110,11 +110,11 @@ impl Metrics {
 mod tests {
     use super::*;
     use std::net::SocketAddr;
-    use svc_core::store::{StoreConfig, Writer};
+    use svc_core::store::StoreConfig;
     use svc_tower::layer::EndpointObserver;
 
     fn metrics(per_endpoint: bool) -> Metrics {
-        let (_writer, store) = Writer::new(StoreConfig::default());
+        let (store, _writer) = svc_core::store::store(StoreConfig::default());
         Metrics::new(store, Arc::default(), per_endpoint)
     }
 

@@ -19,7 +19,7 @@ use svc_core::model::{
     AddressType, Conditions, Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServicePort,
     TargetPort,
 };
-use svc_core::store::{Event, PortRef, StoreConfig, Writer};
+use svc_core::store::{Event, PortRef, StoreConfig};
 use svc_core::ServiceKey;
 use svc_tower::balance::{BalanceConfig, EndpointPool};
 use tower::balance::p2c::Balance;
@@ -74,7 +74,7 @@ fn slice(n: u32) -> EndpointSlice {
 
 fn ours(rt: &tokio::runtime::Runtime, n: u32) -> EndpointPool {
     let _guard = rt.enter();
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     writer.apply(Event::ApplyService(service()));
     writer.apply(Event::ApplySlice(slice(n)));
     let pool = EndpointPool::builder(

@@ -49,7 +49,7 @@
 //! use svc_tower::{kube, source, StoreConfig, Writer};
 //! use tokio::sync::mpsc;
 //!
-//! let (writer, store) = Writer::new(StoreConfig::default());
+//! let (store, writer) = svc_core::store::store(StoreConfig::default());
 //! let (events, changes) = mpsc::channel(1024);
 //! tokio::spawn(writer.run(changes));
 //! let api = kube::Client::try_default().await?;
@@ -100,7 +100,7 @@
 //! endpoints: [{{addresses: [127.210.0.1], conditions: {{ready: true}}}}]
 //! "#))?;
 //!
-//! let (writer, store) = Writer::new(StoreConfig::default());
+//! let (store, writer) = svc_core::store::store(StoreConfig::default());
 //! let (events, changes) = mpsc::channel(1024);
 //! tokio::spawn(writer.run(changes));
 //! // Loads the files before it returns, so that a bad path or file fails here.
@@ -139,7 +139,7 @@
 //! - {addresses: [127.0.0.11], conditions: {ready: true}}
 //! - {addresses: [127.0.0.12], conditions: {ready: false, serving: true, terminating: true}}
 //! "#;
-//! let (mut writer, store) = Writer::new(StoreConfig::default());
+//! let (store, mut writer) = svc_core::store::store(StoreConfig::default());
 //! for event in svc_tower::source::manifests::parse_str(yaml).unwrap().into_events() {
 //!     writer.apply(event);
 //! }

@@ -141,7 +141,7 @@ pub(crate) fn resolve(pools: &Pools, host: &str, port: u16) -> Result<Target, Un
 /// when the store still cannot answer and the host can only be a Service (a bare name or a
 /// cluster-only name) that the store does not have. Other names (`a.b`) may be outside the
 /// cluster and go on to DNS, as before.
-pub(crate) async fn wait_synced(
+pub(crate) async fn wait_until_ready(
     pools: &Pools,
     host: &str,
     limit: std::time::Duration,
@@ -151,7 +151,7 @@ pub(crate) async fn wait_synced(
     if host.parse::<IpAddr>().is_ok() {
         // An address names no Service to wait for; only the initial sync helps.
         if !store.is_synced() {
-            let _ = tokio::time::timeout(limit, store.wait_synced()).await;
+            let _ = tokio::time::timeout(limit, store.wait_until_ready()).await;
         }
         return Ok(());
     }

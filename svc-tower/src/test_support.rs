@@ -153,7 +153,7 @@ pub(crate) fn slice(eps: &[Ep]) -> EndpointSlice {
 
 /// A synced store holding `svc` with `eps`.
 pub(crate) fn store_with(svc: Service, eps: &[Ep]) -> (Writer, Store) {
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     writer.apply(Event::ReplaceServices {
         services: vec![svc],
         retain: vec![],

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use svc_core::model::{Conditions, Endpoint, EndpointPort, EndpointSlice, Protocol, ServicePort};
-use svc_core::store::{Event, PortRef, StoreConfig, Writer};
+use svc_core::store::{Event, PortRef, StoreConfig};
 use svc_core::ServiceKey;
 use svc_tower::balance::{BalanceConfig, EndpointPool};
 
@@ -49,7 +49,7 @@ async fn pick_and_report_allocate_nothing() {
         target_port: svc_core::model::TargetPort::Number(8080),
         ..svc.ports[0].clone()
     }];
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     writer.apply(Event::ApplyService(svc));
     writer.apply(Event::ApplySlice(many_endpoints(100)));
     let pool = EndpointPool::builder(store, support::key(), PortRef::Number(80, Protocol::Tcp))

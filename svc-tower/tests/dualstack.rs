@@ -76,7 +76,7 @@ fn dual_stack_store(backends: &Backends) -> (Writer, Store) {
         .collect();
     let mut config = StoreConfig::default();
     config.default_namespace = "shop".into();
-    let (mut writer, store) = Writer::new(config);
+    let (store, mut writer) = svc_core::store::store(config);
     writer.apply(Event::ReplaceServices {
         services: vec![svc],
         retain: vec![],

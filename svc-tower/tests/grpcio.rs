@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
 use svc_core::source::manifests;
-use svc_core::store::{StoreConfig, Writer};
+use svc_core::store::StoreConfig;
 use svc_testkit::grpcio::spawn_grpcio_server;
 use svc_tower::balance::{BalanceConfig, Pools};
 use svc_tower::layer::{Balance, BalanceLayer, NoFallback};
@@ -66,7 +66,7 @@ async fn tonic_over_the_layer_calls_grpcio_servers() {
     for s in &servers {
         yaml += &format!("- {{addresses: ['{}']}}\n", s.addr().ip());
     }
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     for event in manifests::parse_str(&yaml).unwrap().into_events() {
         writer.apply(event);
     }
@@ -107,7 +107,7 @@ async fn no_ready_endpoint_reaches_tonic_as_unavailable() {
          metadata: {name: greeter-1, namespace: test, labels: {kubernetes.io/service-name: greeter}}\n\
          addressType: IPv4\nports: [{name: grpc, port: 50051}]\n\
          endpoints: [{addresses: ['127.100.3.21'], conditions: {ready: false}}]\n";
-    let (mut writer, store) = Writer::new(StoreConfig::default());
+    let (store, mut writer) = svc_core::store::store(StoreConfig::default());
     for event in manifests::parse_str(yaml).unwrap().into_events() {
         writer.apply(event);
     }

@@ -4,7 +4,7 @@
 mod support;
 
 use support::{get, text, until_endpoints, Backend, Body};
-use svc_core::store::{PortRef, StoreConfig, Writer};
+use svc_core::store::{PortRef, StoreConfig};
 use svc_core::ServiceKey;
 use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer};
 use svc_tower::balance::{BalanceConfig, Pools};
@@ -32,7 +32,7 @@ async fn readiness_flip_and_new_pod_through_the_api_server() {
     );
     api.apply_slice(slice("web-a", &b1, true));
 
-    let (writer, store) = Writer::new(StoreConfig::default());
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(writer.run(rx));
     tokio::spawn(svc_core::source::kube::run(
@@ -41,7 +41,7 @@ async fn readiness_flip_and_new_pod_through_the_api_server() {
         store.clone(),
         tx,
     ));
-    store.wait_synced().await;
+    store.wait_until_ready().await;
 
     let pools = Pools::new(store.clone(), Locality::default(), BalanceConfig::default());
     let pool = pools.get(
@@ -81,7 +81,7 @@ async fn forbidden_source_surfaces_as_not_synced_with_the_403() {
     api.set_rbac(Some(svc_testkit::Rbac::new(
         "system:serviceaccount:shop:app",
     )));
-    let (writer, store) = Writer::new(StoreConfig::default());
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(writer.run(rx));
     tokio::spawn(svc_core::source::kube::run(

@@ -15,7 +15,7 @@ async fn app(client: kube::Client) -> Result<(), kube::Error> {
     let services: Api<Service> = Api::default_namespaced(client.clone());
     let _first = services.list(&Default::default()).await?;
     // ...and the libraries' API source and balancing on the same client and types.
-    let (writer, store) = svc_core::Writer::new(svc_core::StoreConfig::default());
+    let (store, writer) = svc_core::store::store(svc_core::StoreConfig::default());
     let (events, changes) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(writer.run(changes));
     let config = svc_core::source::kube::Config::default();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use svc_core::model::Protocol;
-use svc_core::store::{PortRef, StoreConfig, Writer};
+use svc_core::store::{PortRef, StoreConfig};
 use svc_core::{ServiceKey, Store};
 use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer, PortSpec};
 use svc_tower::balance::{BalanceConfig, EndpointPool, Pools};
@@ -77,7 +77,7 @@ impl Lab {
             });
         }
         let api = FakeApiServer::try_start().await?;
-        let (writer, store) = Writer::new(StoreConfig::default());
+        let (store, writer) = svc_core::store::store(StoreConfig::default());
         let proxy = if path.is_proxy() {
             let admin = SocketAddr::from(([net[0], net[1], net[2], 254], 0));
             Some(super::proxy::ProxyHandle::start(&api, admin).await?)

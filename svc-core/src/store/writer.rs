@@ -80,17 +80,24 @@ pub struct Writer {
     slice_versions: HashMap<SliceKey, Held<EndpointSlice>>,
 }
 
+/// Creates an empty store: its reader and its writer, in that order, as kube-runtime's
+/// `reflector::store()` returns them. Clone the [`Store`] for every reader; more readers
+/// also come from [`Writer::store`].
+pub fn store(config: StoreConfig) -> (Store, Writer) {
+    let writer = Writer::new(config);
+    (writer.store(), writer)
+}
+
 impl Writer {
-    /// Creates an empty store and its writer.
-    pub fn new(config: StoreConfig) -> (Writer, Store) {
-        let shared = Arc::new(Shared::new(config));
-        let writer = Writer {
-            shared: shared.clone(),
+    /// Creates an empty store's writer; [`Writer::store`] gives its readers (or use
+    /// [`store`](fn@store) for both at once).
+    pub fn new(config: StoreConfig) -> Writer {
+        Writer {
+            shared: Arc::new(Shared::new(config)),
             services: HashMap::new(),
             slices: HashMap::new(),
             slice_versions: HashMap::new(),
-        };
-        (writer, Store { shared })
+        }
     }
 
     /// A reader of this writer's store.

@@ -312,10 +312,10 @@ fn hostname(e: &Endpoint) -> String {
 mod tests {
     use super::*;
     use svc_core::source::manifests;
-    use svc_core::store::{StoreConfig, Writer};
+    use svc_core::store::StoreConfig;
 
     fn zone(yaml: &str) -> Zone {
-        let (mut writer, store) = Writer::new(StoreConfig::default());
+        let (store, mut writer) = svc_core::store::store(StoreConfig::default());
         for event in manifests::parse_str(yaml).unwrap().into_events() {
             writer.apply(event);
         }

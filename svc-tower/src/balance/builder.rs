@@ -105,7 +105,7 @@ async fn follow(
     loop {
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
-            _ = store.wait_synced(), if !synced => synced = true,
+            _ = store.wait_until_ready(), if !synced => synced = true,
         }
         let Some(shared) = shared.upgrade() else {
             return;

@@ -278,7 +278,7 @@ impl Shared {
 /// use svc_tower::balance::{BalanceConfig, EndpointPool};
 /// use svc_tower::policy::{Locality, Scope};
 ///
-/// let (mut writer, store) = Writer::new(StoreConfig::default());
+/// let (store, mut writer) = svc_core::store::store(StoreConfig::default());
 /// let yaml = r#"
 /// apiVersion: v1
 /// kind: Service

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use svc_core::model::Protocol;
-use svc_core::store::{Event, PortRef, StoreConfig, Writer};
+use svc_core::store::{Event, PortRef, StoreConfig};
 use svc_core::Store;
 
 use super::*;
@@ -53,7 +53,7 @@ async fn picks_only_eligible_endpoints() {
 
 #[tokio::test(start_paused = true)]
 async fn fails_fast_with_a_reason() {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     let p = pool(&store, BalanceConfig::default());
     let err = p.pick(None).unwrap_err();
     assert_eq!(err.reason(), NoEndpointsReason::NotSynced);
@@ -346,7 +346,7 @@ async fn session_affinity_sticks_until_timeout_or_ineligible() {
 
 #[tokio::test(start_paused = true)]
 async fn ready_waits_for_the_service_or_the_sync() {
-    let (mut w, store) = Writer::new(StoreConfig::default());
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
     let p = pool(&store, BalanceConfig::default());
     let ready = tokio::spawn({
         let p = p.clone();

@@ -206,7 +206,7 @@ impl SvcConnector {
             Some(_) => false,
         };
         let (host, port) = target::host_port(&uri)?;
-        target::wait_synced(&self.pools, host, self.config.sync_timeout).await?;
+        target::wait_until_ready(&self.pools, host, self.config.sync_timeout).await?;
         let stream = match target::resolve(&self.pools, host, port)? {
             Target::Pool { pool, .. } => {
                 let start = Instant::now();

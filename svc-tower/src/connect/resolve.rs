@@ -77,7 +77,7 @@ impl SvcResolver {
 
     async fn resolve(self, name: Name) -> Result<SocketAddrs, BoxError> {
         let host = target::bare_host(name.as_str());
-        target::wait_synced(&self.pools, host, self.sync_timeout).await?;
+        target::wait_until_ready(&self.pools, host, self.sync_timeout).await?;
         let store = self.pools.store();
         let snapshot = match host.parse() {
             Ok(ip) => store

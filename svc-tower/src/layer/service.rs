@@ -268,7 +268,7 @@ where
     if let Some(route) = routes.get(authority.as_str()) {
         return Ok(Routed::Cluster(route));
     }
-    target::wait_synced(pools, authority.host(), config.sync_timeout).await?;
+    target::wait_until_ready(pools, authority.host(), config.sync_timeout).await?;
     let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
     let port = authority.port_u16().unwrap_or(default_port);
     match target::resolve(pools, authority.host(), port)? {

@@ -226,7 +226,7 @@ pub fn slice(addr: SocketAddr, conditions: Conditions) -> EndpointSlice {
 pub fn store(svc: Service, addrs: &[SocketAddr]) -> (Writer, Store) {
     let mut config = StoreConfig::default();
     config.default_namespace = "shop".into();
-    let (mut writer, store) = Writer::new(config);
+    let (store, mut writer) = svc_core::store::store(config);
     writer.apply(Event::ReplaceServices {
         services: vec![svc],
         retain: vec![],
