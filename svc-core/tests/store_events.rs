@@ -309,3 +309,23 @@ fn lag_counts_changes_not_relisted_copies() {
     w.apply(Event::ApplySlice(parsed.slices[0].clone()));
     assert_eq!(store.freshness().lag.snapshot().count(), 1);
 }
+
+#[tokio::test]
+async fn the_change_feed_is_a_stream() {
+    let (store, mut w) = svc_core::store::store(StoreConfig::default());
+    let mut changes = Box::pin(store.changes().into_stream());
+    for e in load(&format!(
+        "{WEB}{}",
+        slice("web-a", 8080, &["10.0.0.1"], true)
+    )) {
+        w.apply(e);
+    }
+    let first = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
+    assert_eq!(first.unwrap(), Some(vec![ServiceKey::new("shop", "web")]));
+    // Nothing more until something changes.
+    assert!(changes.next().now_or_never().is_none());
+    w.apply(Event::DeleteService(ServiceKey::new("shop", "web")));
+    let deleted = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
+    assert_eq!(deleted.unwrap(), Some(vec![ServiceKey::new("shop", "web")]));
+    assert!(store.get(&ServiceKey::new("shop", "web")).is_none());
+}

@@ -204,6 +204,15 @@ impl ChangeFeed {
             self.shared.notify.notified().await;
         }
     }
+
+    /// The feed as a `Stream` of [`changed`](Self::changed) batches, for apps that combine
+    /// streams (as kube-runtime's watchers are). It never ends while the store lives.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Vec<ServiceKey>> + Send + 'static {
+        futures::stream::unfold(self, |mut feed| async move {
+            let keys = feed.changed().await;
+            Some((keys, feed))
+        })
+    }
 }
 
 #[cfg(test)]
