@@ -121,9 +121,12 @@ async fn client(args: &Args, mode: &str, url: &str) -> anyhow::Result<()> {
         "cluster" => Scope::Cluster,
         other => bail!("unknown mode {other}"),
     };
-    let mut config = Config::default();
-    config.scope = scope;
-    tokio::spawn(run(client, config, store.clone(), tx));
+    tokio::spawn(run(
+        client,
+        Config::default().scope(scope),
+        store.clone(),
+        tx,
+    ));
     let mut samples = Vec::new();
     if mode == "cluster" {
         store.wait_until_ready().await;

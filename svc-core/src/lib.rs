@@ -69,8 +69,7 @@
 //! tokio::spawn(writer.run(changes));
 //!
 //! // Watch only the Services this app resolves (default: the whole cluster).
-//! let mut config = source::kube::Config::default();
-//! config.scope = source::kube::Scope::OnDemand(Default::default());
+//! let config = source::kube::Config::default().scope(source::kube::Scope::OnDemand(Default::default()));
 //! tokio::spawn(source::kube::run(client, config, store.clone(), events));
 //!
 //! // Starts watching the name and waits, bounded, for its first lists; fails with the

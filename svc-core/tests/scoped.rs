@@ -49,9 +49,7 @@ fn on_demand(idle: Duration) -> Config {
 }
 
 fn scoped(scope: Scope) -> Config {
-    let mut config = Config::default();
-    config.scope = scope;
-    config
+    Config::default().scope(scope)
 }
 
 async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {

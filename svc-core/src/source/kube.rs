@@ -108,6 +108,76 @@ impl Default for Config {
     }
 }
 
+/// Builder methods, by value as kube-runtime's `watcher::Config` has them:
+/// `Config::default().scope(Scope::OnDemand(Default::default())).page_size(100)`.
+impl Config {
+    /// Watches one namespace (with [`Scope::Cluster`]); see [`Config::namespace`](field@Config::namespace).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// What to watch.
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Watches only objects matching this label selector (kube's `watcher::Config::labels`).
+    pub fn labels(mut self, selector: impl Into<String>) -> Self {
+        self.label_selector = Some(selector.into());
+        self
+    }
+
+    /// Watches only objects matching this field selector (kube's `watcher::Config::fields`).
+    pub fn fields(mut self, selector: impl Into<String>) -> Self {
+        self.field_selector = Some(selector.into());
+        self
+    }
+
+    /// Restarts a watch silent for this long.
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+
+    /// The server-side watch timeout, in seconds (kube's `watcher::Config::timeout`).
+    pub fn timeout(mut self, seconds: u32) -> Self {
+        self.watch_timeout_secs = seconds;
+        self
+    }
+
+    /// The list page size.
+    pub fn page_size(mut self, size: u32) -> Self {
+        self.page_size = size;
+        self
+    }
+
+    /// Uses streaming lists (`sendInitialEvents`) instead of paginated ones.
+    pub fn streaming_lists(mut self) -> Self {
+        self.streaming_lists = true;
+        self
+    }
+
+    /// How the apiserver is probed while it does not answer.
+    pub fn probe(mut self, probe: ProbeConfig) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// The trigger that retries a backing-off list or watch at once (SIGHUP in svc-proxy).
+    pub fn reload(mut self, reload: Reload) -> Self {
+        self.reload = reload;
+        self
+    }
+
+    /// Shares the source's health with whoever reports on it.
+    pub fn health(mut self, health: ApiHealth) -> Self {
+        self.health = health;
+        self
+    }
+}
+
 /// Watches Services and EndpointSlices in the configured [`Scope`] and sends their changes to
 /// `events` until the receiver is dropped.
 ///
