@@ -3,68 +3,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_svc-proxy");
-
-fn echo_manifests(test: &str, net: u8) -> Manifests {
-    let m = Manifests::new(test);
-    m.write(
-        "svc.yaml",
-        &service(
-            "echo",
-            &format!("127.{net}.0.1"),
-            &["{name: tcp, port: 7000, targetPort: 7001}"],
-            "",
-        ),
-    );
-    let ip = format!("127.{net}.0.11");
-    m.write(
-        "slice.yaml",
-        &slice("echo-1", "echo", ("tcp", 7001, "TCP"), &[(&ip, true, "")]),
-    );
-    m
-}
-
-fn spawn(prefix: &[&str], flags: &[&str], log: &std::path::Path) -> Child {
-    let (cmd, args): (&str, Vec<&str>) = match prefix.split_first() {
-        Some((c, rest)) => (
-            c,
-            rest.iter()
-                .copied()
-                .chain([BIN])
-                .chain(flags.iter().copied())
-                .collect(),
-        ),
-        None => (BIN, flags.to_vec()),
-    };
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-async fn sigterm(child: &Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-}
-
-async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
-    if s.write_all(msg).await.is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf).await.is_ok() && buf == msg
-}
 
 async fn admin_status(admin: &str, path: &str) -> u16 {
     let out = run(
@@ -90,7 +31,7 @@ async fn sigterm_stops_accepting_drains_open_flows_then_exits() {
     let m = echo_manifests("sigterm", 71);
     let log = m.dir.join("proxy.log");
     let admin = "127.71.0.1:9901";
-    let mut child = spawn(
+    let mut child = spawn_proxy(
         &[],
         &[
             "--manifests",
@@ -107,7 +48,7 @@ async fn sigterm_stops_accepting_drains_open_flows_then_exits() {
     let mut flow = TcpStream::connect(vip).await.unwrap();
     assert!(roundtrip(&mut flow, b"before").await);
 
-    sigterm(&child).await;
+    sigterm(&child);
     // New connections are refused at once (the listener is closed)...
     wait_refused(vip).await;
     eventually("readyz reports draining", || async {
@@ -137,7 +78,7 @@ async fn the_drain_deadline_bounds_shutdown() {
         .unwrap();
     let m = echo_manifests("deadline", 72);
     let log = m.dir.join("proxy.log");
-    let mut child = spawn(
+    let mut child = spawn_proxy(
         &[],
         &[
             "--manifests",
@@ -153,7 +94,7 @@ async fn the_drain_deadline_bounds_shutdown() {
     wait_listening(vip).await;
     let mut flow = TcpStream::connect(vip).await.unwrap();
     assert!(roundtrip(&mut flow, b"hi").await);
-    sigterm(&child).await;
+    sigterm(&child);
     // The flow never ends by itself; the deadline ends the process anyway.
     let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
@@ -173,7 +114,7 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
     let m = echo_manifests("emfile", 73);
     let log = m.dir.join("proxy.log");
     // 64 descriptors: enough to start, far too few for 100 proxied connections (2 each).
-    let mut child = spawn(
+    let mut child = spawn_proxy(
         &["prlimit", "--nofile=64:64"],
         &[
             "--manifests",
@@ -217,7 +158,7 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
         child.try_wait().unwrap().is_none(),
         "the proxy is still running"
     );
-    sigterm(&child).await;
+    sigterm(&child);
     let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .unwrap()
@@ -243,7 +184,7 @@ async fn sighup_reloads_the_manifests_instead_of_killing_the_proxy() {
     let m = echo_manifests("sighup", 174);
     let log = m.dir.join("proxy.log");
     let admin = "127.174.0.1:9901";
-    let mut child = spawn(
+    let mut child = spawn_proxy(
         &[],
         &[
             "--manifests",
@@ -287,7 +228,7 @@ async fn sighup_reloads_the_manifests_instead_of_killing_the_proxy() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("SIGHUP"), "{text}");
     drop((flow, writer));
-    sigterm(&child).await;
+    sigterm(&child);
     let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .unwrap()
@@ -323,7 +264,7 @@ async fn an_unchanged_big_manifest_is_not_read_again() {
     m.write("big.yaml", &big);
     let log = m.dir.join("proxy.log");
     let admin = "127.175.0.1:9901";
-    let mut child = spawn(
+    let mut child = spawn_proxy(
         &[],
         &[
             "--manifests",
@@ -354,7 +295,7 @@ async fn an_unchanged_big_manifest_is_not_read_again() {
         polls_after >= polls + 2.0,
         "the source kept polling: {polls} -> {polls_after}"
     );
-    sigterm(&child).await;
+    sigterm(&child);
     let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .unwrap()
@@ -379,7 +320,7 @@ async fn invalid_manifests_stop_the_proxy_with_the_error() {
     ] {
         let log =
             std::env::temp_dir().join(format!("svc-proxy-invalid-{}.log", std::process::id()));
-        let mut child = spawn(
+        let mut child = spawn_proxy(
             &[],
             &[
                 "--manifests",

@@ -4,14 +4,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const BIN: &str = env!("CARGO_BIN_EXE_svc-proxy");
 const PORT: u16 = 7000;
 
 /// `n` Services in namespace `test` on ClusterIPs 127.`net`.x.y:7000, all in front of `echo`.
@@ -41,20 +39,6 @@ fn services(net: u8, n: usize, echo: SocketAddr) -> (String, Vec<SocketAddr>) {
         vips.push(vip);
     }
     (yaml, vips)
-}
-
-fn spawn(prefix: &[&str], flags: &[&str], log: &std::path::Path) -> Child {
-    let mut args: Vec<&str> = prefix.to_vec();
-    args.push(BIN);
-    args.extend(flags);
-    Command::new(args[0])
-        .args(&args[1..])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
 }
 
 /// Polls `/readyz` as fast as it answers, until 200.
@@ -124,7 +108,7 @@ async fn ready_means_listening(net: u8, n: usize, threads: &str, echo: SocketAdd
     m.write("services.yaml", &yaml);
     let log = m.dir.join("proxy.log");
     let admin: SocketAddr = format!("127.{net}.255.1:9901").parse().unwrap();
-    let mut child = spawn(
+    let mut child = spawn_proxy(
         &[],
         &[
             "--manifests",
@@ -194,7 +178,7 @@ async fn running_out_of_descriptors_for_listeners_is_loud_and_recovers() {
     let admin: SocketAddr = "127.132.255.1:9901".parse().unwrap();
     // 100 descriptors: the 32 kept in reserve and the proxy's own dozen leave room for about
     // 55 of the 80 listeners.
-    let mut child = spawn(
+    let mut child = spawn_proxy(
         &["prlimit", "--nofile=100:100"],
         &[
             "--manifests",

@@ -358,14 +358,6 @@ async fn echo_flow_test(test: &str, net: u8, reset_removed: bool) {
     proxy.stop().await.unwrap();
 }
 
-async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
-    if s.write_all(msg).await.is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf).await.is_ok() && buf == msg
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_to_removed_endpoints_keep_running_by_default() {
     echo_flow_test("keep-removed", 25, false).await;

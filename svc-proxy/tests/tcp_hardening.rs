@@ -4,50 +4,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_svc-proxy");
-
-/// Service `echo` on 127.`net`.0.1:7000 → 127.`net`.0.11:7001.
-fn echo_manifests(test: &str, net: u8) -> Manifests {
-    let m = Manifests::new(test);
-    m.write(
-        "svc.yaml",
-        &service(
-            "echo",
-            &format!("127.{net}.0.1"),
-            &["{name: tcp, port: 7000, targetPort: 7001}"],
-            "",
-        ),
-    );
-    let ip = format!("127.{net}.0.11");
-    m.write(
-        "slice.yaml",
-        &slice("echo-1", "echo", ("tcp", 7001, "TCP"), &[(&ip, true, "")]),
-    );
-    m
-}
-
-/// Runs the binary with stderr into `log` (a file: not a terminal).
-fn spawn(flags: &[&str], log: &std::path::Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(BIN)
-        .args(flags)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
+use tokio::process::Child;
 
 async fn sigterm_and_wait(child: &mut Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    sigterm(child);
     let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .expect("exits")
@@ -63,14 +27,6 @@ async fn connect_or_reset(addr: SocketAddr) -> Option<TcpStream> {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
         Err(e) => panic!("connecting to {addr}: {e}"),
     }
-}
-
-async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
-    if s.write_all(msg).await.is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf).await.is_ok() && buf == msg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +89,8 @@ async fn a_dead_endpoint_is_logged_once_per_interval_with_a_count() {
     let m = echo_manifests("tcp-dead-log", 163);
     let log = m.dir.join("proxy.log");
     let started = std::time::Instant::now();
-    let mut child = spawn(
+    let mut child = spawn_proxy(
+        &[],
         &[
             "--manifests",
             m.path().to_str().unwrap(),
@@ -174,7 +131,8 @@ async fn a_dead_endpoint_is_logged_once_per_interval_with_a_count() {
 async fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     let m = echo_manifests("tcp-ansi", 164);
     let log = m.dir.join("proxy.log");
-    let mut child = spawn(
+    let mut child = spawn_proxy(
+        &[],
         &[
             "--manifests",
             m.path().to_str().unwrap(),
@@ -199,7 +157,8 @@ async fn flows_cut_at_the_drain_deadline_are_reset() {
         .unwrap();
     let m = echo_manifests("tcp-drain-reset", 165);
     let log = m.dir.join("proxy.log");
-    let mut child = spawn(
+    let mut child = spawn_proxy(
+        &[],
         &[
             "--manifests",
             m.path().to_str().unwrap(),
@@ -251,7 +210,8 @@ async fn upgraded_connections_cut_at_the_drain_deadline_are_reset() {
         ),
     );
     let log = m.dir.join("proxy.log");
-    let mut child = spawn(
+    let mut child = spawn_proxy(
+        &[],
         &[
             "--manifests",
             m.path().to_str().unwrap(),

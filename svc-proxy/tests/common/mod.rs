@@ -14,6 +14,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+mod child;
+// Each test binary uses a part of this module (as `dead_code` above says for the rest).
+#[allow(unused_imports)]
+pub use child::*;
+
 /// How long any "eventually" condition may take: generous, since the machine may be loaded.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
