@@ -271,6 +271,14 @@ impl FieldSelector {
         self.terms.is_empty()
     }
 
+    /// The value `field` must equal, when a term pins it.
+    fn pinned(&self, field: Field) -> Option<&str> {
+        self.terms
+            .iter()
+            .find(|(f, _, negated)| *f == field && !negated)
+            .map(|(_, value, _)| value.as_str())
+    }
+
     fn matches(&self, namespace: &str, name: &str) -> bool {
         self.terms.iter().all(|(field, value, negated)| {
             let actual = match field {
@@ -292,6 +300,20 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
+    /// The only namespace that can match (the path's, or `metadata.namespace=` of the field
+    /// selector), so that a list reads that namespace's keys only, as the API server reads
+    /// one etcd prefix.
+    pub(crate) fn pinned_namespace(&self) -> Option<&str> {
+        self.namespace
+            .as_deref()
+            .or_else(|| self.fields.pinned(Field::Namespace))
+    }
+
+    /// The only name that can match (`metadata.name=` of the field selector).
+    pub(crate) fn pinned_name(&self) -> Option<&str> {
+        self.fields.pinned(Field::Name)
+    }
+
     /// Whether the stored JSON object passes this filter.
     pub(crate) fn matches(&self, object: &Value) -> bool {
         let meta = &object["metadata"];

@@ -344,9 +344,28 @@ impl Store {
             },
         };
         let objects = self.snapshot(kind, rv)?;
-        let lower = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+        // Keys are ordered by namespace, then name: a namespaced list (and one pinned to a
+        // name) reads only its own keys instead of scanning every object of the kind.
+        let first = match (filter.pinned_namespace(), filter.pinned_name()) {
+            (Some(ns), name) => Some(ObjKey::new(ns, name.unwrap_or(""))),
+            (None, _) => None,
+        };
+        let lower = match (&after, &first) {
+            (Some(after), Some(first)) if after < first => Bound::Included(first),
+            (Some(after), _) => Bound::Excluded(after),
+            (None, Some(first)) => Bound::Included(first),
+            (None, None) => Bound::Unbounded,
+        };
+        // Past the pinned namespace (or the pinned name in it), nothing can match.
+        let in_range = |key: &ObjKey| {
+            first.as_ref().is_none_or(|first| {
+                key.namespace == first.namespace
+                    && filter.pinned_name().is_none_or(|name| key.name == name)
+            })
+        };
         let mut matching = objects
             .range((lower, Bound::Unbounded))
+            .take_while(|(key, _)| in_range(key))
             .filter(|(_, obj)| filter.matches(obj));
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let limit = if limit == 0 { usize::MAX } else { limit };

@@ -325,3 +325,90 @@ fn view_translates_selector_transitions() {
     assert!(gone.view(&web).is_none());
     assert_eq!(gone.view(&all()).unwrap().0, EventType::Deleted);
 }
+
+fn key_of(object: &Arc<Value>) -> String {
+    let meta = &object["metadata"];
+    format!(
+        "{}/{}",
+        meta["namespace"].as_str().unwrap(),
+        meta["name"].as_str().unwrap()
+    )
+}
+
+/// Lists pinned to a namespace or a name read only their keys: every combination of path
+/// namespace, field selector and page size gives what filtering every object would.
+#[test]
+fn pinned_lists_match_a_full_scan() {
+    use crate::selector::FieldSelector;
+    let mut s = Store::default();
+    for ns in ["a", "b", "c"] {
+        for name in ["x", "y", "z"] {
+            put(&mut s, ns, name, if name == "y" { "db" } else { "web" });
+        }
+    }
+    let field = |f: &str| FieldSelector::parse(f).unwrap();
+    let filters = [
+        Filter {
+            namespace: Some("b".into()),
+            ..all()
+        },
+        Filter {
+            namespace: Some("b".into()),
+            fields: field("metadata.name=y"),
+            ..all()
+        },
+        Filter {
+            fields: field("metadata.namespace=c,metadata.name!=x"),
+            ..all()
+        },
+        Filter {
+            fields: field("metadata.name=z"),
+            ..all()
+        },
+        Filter {
+            namespace: Some("a".into()),
+            fields: field("metadata.namespace=b"),
+            ..all()
+        },
+        Filter {
+            namespace: Some("zz".into()),
+            ..all()
+        },
+        Filter {
+            namespace: Some("c".into()),
+            ..app("db")
+        },
+    ];
+    for filter in &filters {
+        let everything = s
+            .list(Kind::Service, &all(), ListAt::Current, 0, None)
+            .unwrap();
+        let expected: Vec<String> = everything
+            .items
+            .iter()
+            .filter(|o| filter.matches(o))
+            .map(key_of)
+            .collect();
+        for limit in [0, 1, 2] {
+            let mut got = Vec::new();
+            let mut token = None;
+            loop {
+                let page = s
+                    .list(
+                        Kind::Service,
+                        filter,
+                        ListAt::Current,
+                        limit,
+                        token.as_deref(),
+                    )
+                    .unwrap();
+                got.extend(page.items.iter().map(key_of));
+                match page.continue_ {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            assert_eq!(got, expected, "{filter:?} limit {limit}");
+        }
+    }
+}
