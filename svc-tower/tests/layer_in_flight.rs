@@ -126,3 +126,29 @@ async fn failed_and_dropped_requests_give_their_permit_back() {
     let error = c.call(get("http://web.shop/")).await.unwrap_err();
     assert!(error.is::<NotReady>(), "{error}");
 }
+
+/// tower's `LoadShed` in front fails a request at once while the limit is reached, instead
+/// of waiting (as the docs advise for Envoy-like fail-fast).
+#[tokio::test]
+async fn load_shed_in_front_fails_fast_at_the_limit() {
+    let backend = Backend::start([127, 90, 5, 1]).await;
+    let (_writer, store) = store(service([127, 90, 5, 100], None), &[backend.addr]);
+    let client = layer(&store).max_in_flight(Some(1)).layer(NoFallback);
+    let shed = tower::ServiceBuilder::new()
+        .load_shed()
+        .service(client.clone());
+
+    let held = hold(&client, &backend, 1).await;
+    let error = shed
+        .clone()
+        .oneshot(get("http://web.shop/"))
+        .await
+        .unwrap_err();
+    assert!(error.is::<tower::load_shed::error::Overloaded>(), "{error}");
+    assert_eq!(backend.requests(), 1, "the shed request was not sent");
+
+    let held = answer_one(&backend, held).await;
+    assert!(held.is_empty());
+    let response = shed.oneshot(get("http://web.shop/")).await.unwrap();
+    assert_eq!(text(response).await, backend.addr.to_string());
+}
