@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use svc_core::source::manifests;
@@ -74,11 +73,13 @@ struct Result {
 }
 
 /// Runs `concurrency` loops of requests for `seconds`.
-async fn load<S>(client: S, uri: &str, h2: bool, args: &Args) -> Result
+async fn load<S, B>(client: S, uri: &str, h2: bool, args: &Args) -> Result
 where
-    S: Service<http::Request<Body>, Response = http::Response<Incoming>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
+    B: hyper::body::Body + Send,
+    B::Data: Send,
 {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let uri: Arc<str> = uri.into();

@@ -49,11 +49,14 @@ fn manifests(backends: &[Backend]) -> String {
     yaml
 }
 
-async fn spread<S>(client: &S, n: usize) -> anyhow::Result<BTreeMap<String, usize>>
+/// `S` is the layer over the hyper-util client; its responses' body is a
+/// `svc_tower::layer::ResponseBody` (an endpoint's, or the fallback client's).
+async fn spread<S, B>(client: &S, n: usize) -> anyhow::Result<BTreeMap<String, usize>>
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<hyper::body::Incoming>>
-        + Clone,
+    S: tower::Service<http::Request<Body>, Response = http::Response<B>> + Clone,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
@@ -63,7 +66,8 @@ where
             .oneshot(req)
             .await
             .map_err(|e| anyhow::anyhow!(e.into()))?;
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = response.into_body().collect().await;
+        let body = body.map_err(|e| anyhow::anyhow!(e.into()))?.to_bytes();
         *seen
             .entry(String::from_utf8_lossy(&body).into_owned())
             .or_insert(0) += 1;

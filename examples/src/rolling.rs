@@ -180,10 +180,14 @@ struct Counters {
 }
 
 /// Whether a request succeeded: a 200 whose body arrived whole.
-async fn succeeded(
+async fn succeeded<B>(
     client: &str,
-    result: Result<http::Response<Incoming>, impl std::fmt::Display>,
-) -> bool {
+    result: Result<http::Response<B>, impl std::fmt::Display>,
+) -> bool
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
     match result {
         Ok(r) if r.status() == http::StatusCode::OK => match r.into_body().collect().await {
             Ok(_) => true,

@@ -176,6 +176,15 @@ pub struct UnknownService {
 #[error("request has no authority to route by")]
 pub struct MissingAuthority;
 
+/// [`Balance`](crate::layer::Balance) was called without a permit from `poll_ready` while a
+/// [`max_in_flight`](crate::layer::BalanceLayer::max_in_flight) limit is set. tower's contract
+/// is that each `call` follows a `poll_ready` that returned `Ready` (as `ServiceExt::ready`,
+/// `oneshot`, tonic and tower's `Buffer` do); tower's `ConcurrencyLimit` panics here, this
+/// layer fails the request instead and sends nothing.
+#[derive(Debug, Default, thiserror::Error)]
+#[error("request not sent: called without a permit from poll_ready (max_in_flight is set, so each call needs poll_ready to have returned Ready first)")]
+pub struct NotReady;
+
 /// A name lookup (ExternalName target or a name outside the cluster) failed.
 #[derive(Debug, thiserror::Error)]
 #[error("resolving {name} failed")]

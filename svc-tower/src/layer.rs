@@ -22,7 +22,15 @@
 //!
 //! Requests for hosts that are not Services (and ExternalName Services) go to the wrapped
 //! service, the *fallback*: for instance a hyper-util client with an
-//! [`SvcConnector`](crate::connect::SvcConnector), or [`NoFallback`] to refuse them.
+//! [`SvcConnector`](crate::connect::SvcConnector), any other `tower::Service` whose response
+//! body is an [`http_body::Body`](hyper::body::Body) of `Bytes`, or [`NoFallback`] to refuse
+//! them. Responses come back with a [`ResponseBody`]: an endpoint's body or the fallback's own,
+//! so the fallback's body type is kept whatever it is.
+//!
+//! With [`max_in_flight`](BalanceLayer::max_in_flight), `poll_ready` gives backpressure: it is
+//! `Pending` while that many requests wait for their response heads, across every service the
+//! layer makes, and callers such as tower's `Buffer` or `LoadShed` see it. Without it (the
+//! default, as hyper-util's client) `poll_ready` is always ready.
 //!
 //! The protocol is HTTP/2 when the request is (`Version::HTTP_2`, as tonic sends), when the
 //! Service port's `appProtocol` is `kubernetes.io/h2c`, `h2c` or `grpc`, or when configured;
@@ -38,8 +46,10 @@
 //! Errors are [`BoxError`](crate::error::BoxError)s that downcast to
 //! [`NoEndpoints`](crate::error::NoEndpoints), [`ConnectFailed`](crate::error::ConnectFailed),
 //! [`RequestFailed`](crate::error::RequestFailed), [`ResponseTimeout`](crate::error::ResponseTimeout),
-//! [`RequestBodyFailed`](crate::error::RequestBodyFailed), [`UnknownService`](crate::error::UnknownService)
-//! or [`MissingAuthority`](crate::error::MissingAuthority).
+//! [`RequestBodyFailed`](crate::error::RequestBodyFailed), [`UnknownService`](crate::error::UnknownService),
+//! [`MissingAuthority`](crate::error::MissingAuthority) or (a `call` without `poll_ready`
+//! under a `max_in_flight` limit) [`NotReady`](crate::error::NotReady); the fallback's own
+//! errors come back as they are, boxed.
 //!
 //! ```no_run
 //! # async fn doc(store: svc_core::Store) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -54,20 +64,51 @@
 //! let response = client.oneshot(request).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Over a hyper-util client for other hosts, with at most 512 requests in flight:
+//!
+//! ```no_run
+//! # async fn doc(pools: svc_tower::balance::Pools) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use http_body_util::{BodyExt, Empty};
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use svc_tower::connect::SvcConnector;
+//! use svc_tower::layer::BalanceLayer;
+//! use tower::{Layer, ServiceExt};
+//!
+//! type Body = Empty<bytes::Bytes>;
+//! let connector = SvcConnector::with_pools(pools.clone());
+//! let fallback: Client<_, Body> = Client::builder(TokioExecutor::new()).build(connector);
+//! let client = BalanceLayer::<Body>::new(pools)
+//!     .max_in_flight(Some(512))
+//!     .layer(fallback);
+//! // `oneshot` waits in `poll_ready` while 512 requests are out.
+//! let request = http::Request::get("http://example.com/").body(Body::new())?;
+//! let response = client.oneshot(request).await?;
+//! // A `ResponseBody`: here the fallback's (hyper's `Incoming`).
+//! let body = response.into_body().collect().await?.to_bytes();
+//! # let _ = body; Ok(()) }
+//! ```
 
 mod body;
 mod conn;
 mod destination;
 mod future;
+mod limit;
+mod response_body;
 mod route;
+mod send;
 mod service;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 pub use destination::{Destination, EndpointObserver};
 pub use future::ResponseFuture;
+pub use response_body::ResponseBody;
 pub use service::{Balance, NoFallback};
 
 use crate::balance::Pools;
@@ -126,6 +167,9 @@ pub struct BalanceLayer<B> {
     pools: Pools,
     config: Config,
     routes: Arc<route::Routes<B>>,
+    max_in_flight: Option<usize>,
+    /// The permits for `max_in_flight`, shared like `routes`.
+    in_flight: Option<Arc<Semaphore>>,
     _body: PhantomData<fn(B)>,
 }
 
@@ -135,6 +179,8 @@ impl<B> Clone for BalanceLayer<B> {
             pools: self.pools.clone(),
             config: self.config.clone(),
             routes: self.routes.clone(),
+            max_in_flight: self.max_in_flight,
+            in_flight: self.in_flight.clone(),
             _body: PhantomData,
         }
     }
@@ -144,6 +190,7 @@ impl<B> std::fmt::Debug for BalanceLayer<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BalanceLayer")
             .field("config", &self.config)
+            .field("max_in_flight", &self.max_in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +203,8 @@ impl<B> BalanceLayer<B> {
             pools,
             config: Config::default(),
             routes: Arc::default(),
+            max_in_flight: None,
+            in_flight: None,
             _body: PhantomData,
         }
     }
@@ -218,6 +267,39 @@ impl<B> BalanceLayer<B> {
     pub fn nodelay(self, nodelay: bool) -> Self {
         self.with(|c| c.nodelay = nodelay)
     }
+
+    /// The most requests in flight at once over every service this layer makes and their
+    /// clones: they share one limit, as they share routes and connections. Requests to the
+    /// fallback count too. `Some(0)` is taken as 1. Default `None` (no limit).
+    ///
+    /// With a limit, [`poll_ready`](tower::Service::poll_ready) takes a permit and returns
+    /// `Pending` while none is free; the task is woken when one is released. `call` moves the
+    /// permit into the [`ResponseFuture`], which holds it until the response head arrives or
+    /// the request fails (or the future is dropped). The response *body* is not covered: a
+    /// gRPC stream or a long download would otherwise hold a permit for its whole life and
+    /// starve short requests, and a body left unread would hold one for ever; what a body in
+    /// flight costs is bounded by HTTP/2 flow control and hyper's buffers instead. This is
+    /// where tower's `ConcurrencyLimit` releases too.
+    ///
+    /// A `call` without a `Ready` from `poll_ready` first fails with
+    /// [`NotReady`](crate::error::NotReady) (tower's `ConcurrencyLimit` panics);
+    /// `ServiceExt::ready` and `oneshot`, tonic and tower's `Buffer` always poll first. To
+    /// fail fast when the limit is reached instead of waiting, as Envoy's circuit breakers
+    /// do, put tower's `LoadShed` in front. [`Balance::send_to`] takes no permit: it is for
+    /// proxies, which bound their connections themselves.
+    ///
+    /// Why no default: hyper-util's client and tonic's channel have no limit, and Envoy's
+    /// (`max_requests` 1024) is per upstream cluster and fails fast; Istio sets it to
+    /// 2<sup>32</sup>−1 by default because a fixed number cut off busy clients. This limit
+    /// spans every Service the client reaches and makes callers wait, so no single number
+    /// fits every app: choose one from the memory and the load a client may put in flight.
+    pub fn max_in_flight(mut self, max: Option<usize>) -> Self {
+        let max = max.map(|m| m.clamp(1, Semaphore::MAX_PERMITS));
+        self.max_in_flight = max;
+        // Services made from now on share a new limit; existing ones keep theirs.
+        self.in_flight = max.map(|m| Arc::new(Semaphore::new(m)));
+        self
+    }
 }
 
 impl<S, B> tower::Layer<S> for BalanceLayer<B> {
@@ -229,6 +311,7 @@ impl<S, B> tower::Layer<S> for BalanceLayer<B> {
             self.pools.clone(),
             Arc::new(self.config.clone()),
             self.routes.clone(),
+            self.in_flight.clone(),
         )
     }
 }

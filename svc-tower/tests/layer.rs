@@ -11,7 +11,7 @@ use svc_core::store::Event;
 use svc_tower::balance::{BalanceConfig, Pools};
 use svc_tower::error::{NoEndpoints, NoEndpointsReason, UnknownService};
 use svc_tower::layer::{
-    Balance, BalanceLayer, Destination, EndpointObserver, HttpVersion, NoFallback,
+    Balance, BalanceLayer, Destination, EndpointObserver, HttpVersion, NoFallback, ResponseBody,
 };
 use svc_tower::policy::{Locality, Scope};
 use svc_tower::EndpointPool;
@@ -313,7 +313,8 @@ async fn destination_routes_by_pool_and_reports_every_attempt() {
                         req.extensions_mut().insert(destination);
                         client.oneshot(req).await
                     } else {
-                        client.send_to(req, &destination).await
+                        let sent = client.send_to(req, &destination).await;
+                        sent.map(|response| response.map(ResponseBody::Endpoint))
                     }
                 }
             })

@@ -145,9 +145,10 @@ impl Client {
 async fn text<B>(response: http::Response<B>) -> anyhow::Result<String>
 where
     B: hyper::body::Body,
-    B::Error: std::error::Error + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     anyhow::ensure!(response.status() == 200, "status {}", response.status());
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = response.into_body().collect().await;
+    let body = body.map_err(|e| anyhow::anyhow!(e.into()))?.to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())
 }

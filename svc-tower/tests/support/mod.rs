@@ -88,6 +88,11 @@ impl Backend {
         self.gate.notify_waiters();
     }
 
+    /// Lets one held request answer: one waiting now, or else the next to arrive.
+    pub fn release_one(&self) {
+        self.gate.notify_one();
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -269,8 +274,12 @@ pub fn get_h2(uri: &str) -> http::Request<Body> {
         .unwrap()
 }
 
-/// The body of a response, as text.
-pub async fn text(response: http::Response<Incoming>) -> String {
+/// The body of a response (an endpoint's `Incoming`, or the layer's `ResponseBody`), as text.
+pub async fn text<B>(response: http::Response<B>) -> String
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
