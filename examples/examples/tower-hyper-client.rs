@@ -56,8 +56,7 @@ async fn main() -> anyhow::Result<()> {
         writer.apply(event);
     }
 
-    let mut connector = SvcConnector::new(store);
-    connector.set_max_attempts(3);
+    let connector = SvcConnector::new(store).max_attempts(3);
     let pools = connector.pools().clone();
     // No kept-alive connections, so that every request is a new connect (and a new pick):
     // with keep-alive, hyper-util reuses a connection per authority.

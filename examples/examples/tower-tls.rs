@@ -67,8 +67,7 @@ async fn main() -> anyhow::Result<()> {
     // With TLS: trust the pods' certificate (in a cluster: your CA; see
     // `tls_client_config`), let https:// through the connector, and wrap it.
     let tls = tls_client_config(&pods)?;
-    let mut connector = SvcConnector::new(store);
-    connector.set_enforce_http(false);
+    let connector = SvcConnector::new(store).enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

@@ -91,7 +91,9 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("connecting to the cluster")?;
             let mut config = source::kube::Config::default();
-            config.namespace = args.namespace.clone();
+            if let Some(namespace) = &args.namespace {
+                config = config.namespace(namespace.clone());
+            }
             eprintln!("watching the Kubernetes API");
             tokio::spawn(source::kube::run(client, config, store.clone(), tx));
         }

@@ -64,6 +64,32 @@ impl Default for StoreConfig {
     }
 }
 
+/// Builder methods, by value as kube-runtime's `watcher::Config` has them:
+/// `StoreConfig::default().cluster_domain("corp.local").default_namespace("shop")`.
+impl StoreConfig {
+    /// The cluster DNS domain (default `cluster.local`).
+    #[must_use]
+    pub fn cluster_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cluster_domain = domain.into();
+        self
+    }
+
+    /// The namespace that a bare `svc` name means (default `default`).
+    #[must_use]
+    pub fn default_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.default_namespace = namespace.into();
+        self
+    }
+
+    /// How long [`Store::ready_for`] still waits after a source reported an error (default
+    /// 250 ms); see [`error_grace`](field@StoreConfig::error_grace).
+    #[must_use]
+    pub fn error_grace(mut self, grace: Duration) -> Self {
+        self.error_grace = grace;
+        self
+    }
+}
+
 type ServiceWatch = watch::Sender<Option<Arc<ServiceSnapshot>>>;
 
 struct Shared {
@@ -283,5 +309,21 @@ impl Store {
     /// Watch activity and propagation lag.
     pub fn freshness(&self) -> &Freshness {
         &self.shared.freshness
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builders_set_their_own_field() {
+        let config = StoreConfig::default()
+            .cluster_domain("corp.local")
+            .default_namespace("shop")
+            .error_grace(Duration::from_millis(7));
+        assert_eq!(config.cluster_domain, "corp.local");
+        assert_eq!(config.default_namespace, "shop");
+        assert_eq!(config.error_grace, Duration::from_millis(7));
     }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use svc_core::source::kube::{run, Config};
+use svc_core::source::kube::{run, Config, ProbeConfig};
 use svc_core::store::{PortRef, Update};
 use svc_core::{ServiceKey, Store, StoreConfig};
 use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer, Kind};
@@ -265,8 +265,7 @@ async fn stalled_watch_is_detected_and_restarted() {
     let server = FakeApiServer::start().await;
     server.set_bookmark_interval(Some(Duration::from_millis(50)));
     web(&server, &["127.0.0.11"]);
-    let mut config = Config::default();
-    config.stall_timeout = Duration::from_millis(500);
+    let config = Config::default().stall_timeout(Duration::from_millis(500));
     let h = start(&server, config);
     h.synced().await;
     eventually("bookmarks counted", || async {
@@ -305,11 +304,7 @@ async fn three_slices_with_per_slice_named_target_ports() {
                 .build(),
         );
     }
-    let h = start(&server, {
-        let mut config = Config::default();
-        config.page_size = 1;
-        config
-    });
+    let h = start(&server, Config::default().page_size(1));
     h.synced().await;
     assert_eq!(
         addrs(&h.store, "shop", "web").unwrap(),
@@ -341,10 +336,10 @@ async fn streaming_lists_namespace_and_label_selector() {
             .port("http", 80, 8080)
             .build(),
     );
-    let mut config = Config::default();
-    config.namespace = Some("shop".into());
-    config.label_selector = Some("tier!=internal".into());
-    config.streaming_lists = true;
+    let config = Config::default()
+        .namespace("shop")
+        .labels("tier!=internal")
+        .streaming_lists();
     let h = start(&server, config);
     h.synced().await;
     assert_eq!(addrs(&h.store, "shop", "web").unwrap(), ["127.0.0.11:8080"]);
@@ -462,10 +457,11 @@ async fn watches_resume_within_the_probe_cap_after_an_outage() {
     let server = FakeApiServer::start().await;
     server.set_bookmark_interval(None);
     web(&server, &["127.0.0.11"]);
-    let mut config = Config::default();
     // A probe never times out inside one jump of the hand-moved clock.
-    config.probe.timeout = Duration::from_secs(600);
-    config.probe.jitter_seed = Some(1);
+    let probe = ProbeConfig::default()
+        .timeout(Duration::from_secs(600))
+        .jitter_seed(1);
+    let config = Config::default().probe(probe);
     let cap = config.probe.max_interval;
     assert_eq!(
         cap,
@@ -522,9 +518,10 @@ async fn a_failing_apiserver_sees_no_more_lists_and_watches_than_client_go_sends
     let server = FakeApiServer::start().await;
     server.set_bookmark_interval(None);
     web(&server, &["127.0.0.11"]);
-    let mut config = Config::default();
-    config.probe.timeout = Duration::from_secs(600);
-    config.probe.jitter_seed = Some(2);
+    let probe = ProbeConfig::default()
+        .timeout(Duration::from_secs(600))
+        .jitter_seed(2);
+    let config = Config::default().probe(probe);
     // Every request fails (500 is not retried by kube's client), the probe included.
     server.fail_next(usize::MAX / 2, 500);
     let h = start(&server, config);

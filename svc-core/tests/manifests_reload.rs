@@ -163,8 +163,7 @@ fn start_with(
     let (store, writer) = svc_core::store::store(StoreConfig::default());
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(writer.run(rx));
-    let mut options = manifests::Options::default();
-    options.interval = interval;
+    let options = manifests::Options::default().interval(interval);
     let (status, reload) = (options.status.clone(), options.reload.clone());
     let path = path.to_path_buf();
     let task = tokio::spawn(async move {

@@ -265,11 +265,11 @@ async fn permanent_errors_fail_the_wait_and_transient_ones_back_off() {
 
     // 500s are transient: reported as such, retried until the list succeeds.
     server.fail_next(2, 500);
-    let h = start_with(&server, Config::default(), {
-        let mut config = StoreConfig::default();
-        config.error_grace = Duration::ZERO;
-        config
-    });
+    let h = start_with(
+        &server,
+        Config::default(),
+        StoreConfig::default().error_grace(Duration::ZERO),
+    );
     let failed = h
         .store
         .ready_for("svc-0.shop", PATIENCE)
@@ -312,8 +312,7 @@ async fn api_and_manifests_dir_share_one_store() {
     let tx = h.tx.clone();
     let path = dir.path().to_path_buf();
     let manifests = tokio::spawn(async move {
-        let mut options = manifests::Options::default();
-        options.interval = Duration::from_millis(50);
+        let options = manifests::Options::default().interval(Duration::from_millis(50));
         manifests::run_with(path, options, tx).await
     });
     tokio::time::timeout(PATIENCE, h.store.wait_until_ready())

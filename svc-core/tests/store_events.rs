@@ -84,9 +84,9 @@ fn three_slices_with_a_named_target_port_that_differs_per_slice() {
 
 #[test]
 fn lookups_by_name_vip_and_node_port() {
-    let mut config = StoreConfig::default();
-    config.cluster_domain = "corp.local".into();
-    config.default_namespace = "shop".into();
+    let config = StoreConfig::default()
+        .cluster_domain("corp.local")
+        .default_namespace("shop");
     let (store, mut w) = svc_core::store::store(config);
     for e in load(&format!(
         "{WEB}{}",

@@ -187,8 +187,8 @@ pub async fn start_with_client(args: Args, client: kube::Client) -> Result<Runni
 
 async fn start_with(args: Args, client: Option<kube::Client>) -> Result<Running> {
     let fd_limit = limits::raise_fd_limit();
-    let mut store_config = StoreConfig::default();
-    store_config.cluster_domain = args.cluster_domain.trim_end_matches('.').to_string();
+    let store_config =
+        StoreConfig::default().cluster_domain(args.cluster_domain.trim_end_matches('.'));
     let (store, writer) = svc_core::store::store(store_config);
     let (tx, rx) = mpsc::channel(1024);
     spawn_writer(writer, rx)?;
@@ -320,9 +320,9 @@ async fn start_source(
 ) -> Result<(JoinHandle<Result<()>>, health::SourceHealth)> {
     match &args.manifests {
         Some(path) => {
-            let mut options = manifests::Options::default();
-            options.interval = MANIFESTS_INTERVAL;
-            options.reload = reload;
+            let options = manifests::Options::default()
+                .interval(MANIFESTS_INTERVAL)
+                .reload(reload);
             let status = options.status.clone();
             // The first load happens here, so that a bad path or file fails the start.
             let follow = manifests::start(path.clone(), options, tx).await?;
@@ -335,9 +335,10 @@ async fn start_source(
                 Some(c) => c,
                 None => kube::Client::try_default().await?,
             };
-            let mut config = kube_source::Config::default();
-            config.namespace = args.namespace.clone();
-            config.reload = reload;
+            let mut config = kube_source::Config::default().reload(reload);
+            if let Some(namespace) = &args.namespace {
+                config = config.namespace(namespace.clone());
+            }
             let api = config.health.clone();
             tracing::info!(namespace = ?args.namespace, "watching the Kubernetes API");
             let task = tokio::spawn(async move {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::metrics::ServiceMetrics;
 use crate::Context;
-use svc_tower::balance::{BalanceConfig, EndpointPool, NoEndpoints, Pick};
+use svc_tower::balance::{EndpointPool, NoEndpoints, Pick};
 
 /// How a listener speaks to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -155,14 +155,14 @@ impl Target {
     /// The balancer (built now if this is the first use).
     pub fn pool(&self) -> &EndpointPool {
         self.pool.get_or_init(|| {
-            EndpointPool::new(
+            EndpointPool::builder(
                 self.ctx.store.clone(),
                 self.service.clone(),
                 self.port_ref.clone(),
-                self.ctx.locality.clone(),
-                self.scope,
-                BalanceConfig::default(),
             )
+            .locality(self.ctx.locality.clone())
+            .scope(self.scope)
+            .build()
         })
     }
 

@@ -140,9 +140,9 @@ impl ConnectFailed {
 /// An `https://` (or other non-`http`) URI reached a client path that speaks cleartext only.
 ///
 /// [`SvcConnector`](crate::connect::SvcConnector) refuses such URIs unless a TLS connector
-/// wraps it (see its `set_enforce_http`); the [`layer`](crate::layer) speaks cleartext
-/// HTTP/1.1 and h2c only and always refuses them. Without this, the request would leave
-/// unencrypted to a peer that expects TLS.
+/// wraps it (see [`SvcConnector::enforce_http`](crate::connect::SvcConnector::enforce_http));
+/// the [`layer`](crate::layer) speaks cleartext HTTP/1.1 and h2c only and always refuses
+/// them. Without this, the request would leave unencrypted to a peer that expects TLS.
 #[derive(Debug, thiserror::Error)]
 #[error("{scheme}://{authority} needs TLS, but this client path speaks cleartext HTTP only")]
 #[non_exhaustive]

@@ -54,8 +54,7 @@
 //! tokio::spawn(writer.run(changes));
 //! let api = kube::Client::try_default().await?;
 //! // Watch only the Services this client resolves (default: the whole cluster).
-//! let mut config = source::kube::Config::default();
-//! config.scope = source::kube::Scope::OnDemand(Default::default());
+//! let config = source::kube::Config::default().scope(source::kube::Scope::OnDemand(Default::default()));
 //! tokio::spawn(source::kube::run(api, config, store.clone(), events));
 //!
 //! let client: Client<_, Empty<Bytes>> =
@@ -143,14 +142,15 @@
 //! for event in svc_tower::source::manifests::parse_str(yaml).unwrap().into_events() {
 //!     writer.apply(event);
 //! }
-//! let pool = EndpointPool::new(
+//! let pool = EndpointPool::builder(
 //!     store,
 //!     svc_tower::ServiceKey::new("shop", "web"),
 //!     PortRef::Name(Some("http".into())),
-//!     Locality::default(),
-//!     Scope::Internal,
-//!     BalanceConfig::default(),
-//! );
+//! )
+//! .locality(Locality::default())
+//! .scope(Scope::Internal)
+//! .config(BalanceConfig::default())
+//! .build();
 //! // The terminating endpoint gets nothing while a ready one exists.
 //! assert_eq!(pool.endpoints(), vec!["127.0.0.11:8080".parse().unwrap()]);
 //! let pick = pool.pick(None).unwrap();

@@ -115,8 +115,7 @@ async fn typed_errors_surface_through_the_client() {
 async fn resolver_works_with_hyper_utils_http_connector() {
     let b = Backend::start([127, 0, 13, 1]).await;
     let (_w, store) = store(service([127, 0, 13, 100], None), &[b.addr]);
-    let mut resolver = SvcResolver::with_pools(pools(&store));
-    resolver.disable_dns();
+    let resolver = SvcResolver::with_pools(pools(&store)).disable_dns();
     let connector = HttpConnector::new_with_resolver(resolver);
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build(connector);
     // Without an explicit port the resolver's target port is used.

@@ -92,8 +92,7 @@ async fn external_name_answers_are_not_used_past_their_ttl() {
     w.apply(Event::ApplyService(external));
 
     let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
-    let mut connector = SvcConnector::with_pools(pools);
-    connector.set_dns_resolver(resolver(dns));
+    let connector = SvcConnector::with_pools(pools).dns_resolver(resolver(dns));
     // No kept-alive connections: every request connects, and so resolves, again.
     let client: Client<_, Body> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)

@@ -74,8 +74,7 @@ fn dual_stack_store(backends: &Backends) -> (Writer, Store) {
         .map(|b| slice(b.addr, READY))
         .chain(backends.v6.iter().map(|b| v6_slice(b.addr)))
         .collect();
-    let mut config = StoreConfig::default();
-    config.default_namespace = "shop".into();
+    let config = StoreConfig::default().default_namespace("shop");
     let (store, mut writer) = svc_core::store::store(config);
     writer.apply(Event::ReplaceServices {
         services: vec![svc],

@@ -67,8 +67,7 @@ async fn hyper_rustls_around_the_connector_reaches_a_tls_pod() {
         .unwrap();
     let (_w, store) = store(service([127, 0, 90, 120], None), &[pod.addr]);
     let tls = svc_testkit::tls_client_config([&pod]).unwrap();
-    let mut connector = SvcConnector::with_pools(pools(&store));
-    connector.set_enforce_http(false);
+    let connector = SvcConnector::with_pools(pools(&store)).enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

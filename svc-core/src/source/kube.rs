@@ -111,67 +111,86 @@ impl Default for Config {
 /// Builder methods, by value as kube-runtime's `watcher::Config` has them:
 /// `Config::default().scope(Scope::OnDemand(Default::default())).page_size(100)`.
 impl Config {
-    /// Watches one namespace (with [`Scope::Cluster`]); see [`Config::namespace`](field@Config::namespace).
+    /// Watches one namespace with [`Scope::Cluster`] (default: all of them); see
+    /// [`Config::namespace`](field@Config::namespace).
+    #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
         self
     }
 
-    /// What to watch.
+    /// What to watch (default [`Scope::Cluster`]).
+    #[must_use]
     pub fn scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
         self
     }
 
-    /// Watches only objects matching this label selector (kube's `watcher::Config::labels`).
+    /// Watches only objects matching this label selector (default: all; kube's
+    /// `watcher::Config::labels`). Not used by [`Scope::OnDemand`].
+    #[must_use]
     pub fn labels(mut self, selector: impl Into<String>) -> Self {
         self.label_selector = Some(selector.into());
         self
     }
 
-    /// Watches only objects matching this field selector (kube's `watcher::Config::fields`).
+    /// Watches only objects matching this field selector (default: all; kube's
+    /// `watcher::Config::fields`). Not used by [`Scope::OnDemand`].
+    #[must_use]
     pub fn fields(mut self, selector: impl Into<String>) -> Self {
         self.field_selector = Some(selector.into());
         self
     }
 
-    /// Restarts a watch silent for this long.
+    /// Restarts a watch that delivered no event and no bookmark for this long (default
+    /// 180 s).
+    #[must_use]
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
         self.stall_timeout = timeout;
         self
     }
 
-    /// The server-side watch timeout, in seconds (kube's `watcher::Config::timeout`).
+    /// The server-side watch timeout, in seconds (default 290; kube's
+    /// `watcher::Config::timeout`).
+    #[must_use]
     pub fn timeout(mut self, seconds: u32) -> Self {
         self.watch_timeout_secs = seconds;
         self
     }
 
-    /// The list page size.
+    /// The list page size (default 500).
+    #[must_use]
     pub fn page_size(mut self, size: u32) -> Self {
         self.page_size = size;
         self
     }
 
-    /// Uses streaming lists (`sendInitialEvents`) instead of paginated ones.
+    /// Uses streaming lists (`sendInitialEvents`) instead of paginated ones (default: off;
+    /// kube's `watcher::Config::streaming_lists`).
+    #[must_use]
     pub fn streaming_lists(mut self) -> Self {
         self.streaming_lists = true;
         self
     }
 
-    /// How the apiserver is probed while it does not answer.
+    /// How the apiserver is probed while it does not answer (default
+    /// [`ProbeConfig::default`]).
+    #[must_use]
     pub fn probe(mut self, probe: ProbeConfig) -> Self {
         self.probe = probe;
         self
     }
 
-    /// The trigger that retries a backing-off list or watch at once (SIGHUP in svc-proxy).
+    /// The trigger that retries a backing-off list or watch at once (default: never pulled;
+    /// SIGHUP in svc-proxy).
+    #[must_use]
     pub fn reload(mut self, reload: Reload) -> Self {
         self.reload = reload;
         self
     }
 
-    /// Shares the source's health with whoever reports on it.
+    /// Shares the source's health with whoever reports on it (default: a fresh one).
+    #[must_use]
     pub fn health(mut self, health: ApiHealth) -> Self {
         self.health = health;
         self
@@ -309,5 +328,55 @@ impl Watched for discoveryv1::EndpointSlice {
     }
     fn replace(slices: Vec<EndpointSlice>, retain: Vec<ServiceKey>) -> Event {
         Event::ReplaceSlices { slices, retain }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn builders_set_their_own_field() {
+        let (reload, health) = (Reload::new(), ApiHealth::new());
+        let config = Config::default()
+            .namespace("shop")
+            .scope(Scope::Namespaces(vec!["a".into()]))
+            .labels("tier=web")
+            .fields("metadata.name=web")
+            .stall_timeout(Duration::from_millis(7))
+            .timeout(8)
+            .page_size(9)
+            .streaming_lists()
+            .probe(ProbeConfig::default().timeout(Duration::from_millis(10)))
+            .reload(reload.clone())
+            .health(health.clone());
+        assert_eq!(config.namespace.as_deref(), Some("shop"));
+        assert!(matches!(&config.scope, Scope::Namespaces(ns) if ns == &["a"]));
+        assert_eq!(config.label_selector.as_deref(), Some("tier=web"));
+        assert_eq!(config.field_selector.as_deref(), Some("metadata.name=web"));
+        assert_eq!(config.stall_timeout, Duration::from_millis(7));
+        assert_eq!(config.watch_timeout_secs, 8);
+        assert_eq!(config.page_size, 9);
+        assert!(config.streaming_lists);
+        assert_eq!(config.probe.timeout, Duration::from_millis(10));
+        reload.trigger();
+        assert!(
+            config.reload.requested().now_or_never().is_some(),
+            "the trigger given is the one listened to"
+        );
+        health.wake();
+        assert_eq!(
+            config.health.ups(),
+            1,
+            "the health given is the one reported to"
+        );
+    }
+
+    #[test]
+    fn on_demand_builders_set_their_own_field() {
+        let on_demand = OnDemand::default().idle_timeout(Duration::from_millis(7));
+        assert_eq!(on_demand.idle_timeout, Duration::from_millis(7));
     }
 }

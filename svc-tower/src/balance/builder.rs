@@ -24,7 +24,8 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Options for an [`EndpointPool`]; see [`EndpointPool::builder`].
+/// Options for an [`EndpointPool`], set with by-value methods; made by
+/// [`EndpointPool::builder`], the one way to make a pool.
 #[derive(Clone, Debug)]
 pub struct PoolBuilder {
     pub(super) store: Store,
@@ -38,24 +39,28 @@ pub struct PoolBuilder {
 
 impl PoolBuilder {
     /// Where the client runs (default: unknown node and zone).
+    #[must_use]
     pub fn locality(mut self, locality: Locality) -> Self {
         self.locality = locality;
         self
     }
 
     /// How the Service is reached (default [`Scope::Internal`]).
+    #[must_use]
     pub fn scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
         self
     }
 
     /// Balancer settings (default [`BalanceConfig::default`]).
+    #[must_use]
     pub fn config(mut self, config: BalanceConfig) -> Self {
         self.config = config;
         self
     }
 
     /// Seeds the pick RNG, for deterministic tests (default: a random seed).
+    #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -112,5 +117,29 @@ async fn follow(
         };
         let snapshot = rx.borrow_and_update().clone();
         shared.update(snapshot.as_deref(), synced, &mut states);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use svc_core::model::Protocol;
+    use svc_core::StoreConfig;
+
+    use super::*;
+
+    #[test]
+    fn builders_set_their_own_option() {
+        let (store, _writer) = svc_core::store::store(StoreConfig::default());
+        let locality = Locality::new(Some("node-1"), Some("zone-a"));
+        let port = PortRef::Number(80, Protocol::Tcp);
+        let builder = EndpointPool::builder(store, ServiceKey::new("shop", "web"), port)
+            .locality(locality.clone())
+            .scope(Scope::External)
+            .config(BalanceConfig::default().starvation_picks(7))
+            .seed(8);
+        assert_eq!(builder.locality, locality);
+        assert_eq!(builder.scope, Scope::External);
+        assert_eq!(builder.config.starvation_picks, 7);
+        assert_eq!(builder.seed, Some(8));
     }
 }

@@ -23,13 +23,35 @@ pub struct SlowStart {
 }
 
 impl SlowStart {
-    /// A linear ramp over `window` from 10 % (Envoy's defaults for the other two fields).
+    /// A linear ramp over `window` from 10 % (Envoy's defaults for the other two fields); the
+    /// builder methods below change any of them.
     pub fn new(window: Duration) -> Self {
         Self {
             window,
             aggression: 1.0,
             min_weight_percent: 10,
         }
+    }
+
+    /// How long the ramp lasts (set by [`new`](Self::new)).
+    #[must_use]
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The ramp's curve: 1.0 is linear, higher ramps faster at first (default 1.0, Envoy's).
+    #[must_use]
+    pub fn aggression(mut self, aggression: f64) -> Self {
+        self.aggression = aggression;
+        self
+    }
+
+    /// The weight an endpoint starts from, in percent of a full one (default 10, Envoy's).
+    #[must_use]
+    pub fn min_weight_percent(mut self, percent: u8) -> Self {
+        self.min_weight_percent = percent;
+        self
     }
 
     /// The weight in (0, 1] of an endpoint eligible for `since`.
@@ -133,5 +155,150 @@ impl Default for BalanceConfig {
             ewma_decay: Duration::from_secs(10),
             default_rtt: Duration::from_millis(30),
         }
+    }
+}
+
+/// Builder methods, by value as tower's layers and kube-runtime's `watcher::Config` have them:
+/// `BalanceConfig::default().consecutive_failures(3).slow_start(SlowStart::new(window))`.
+impl BalanceConfig {
+    /// The factor by which an endpoint's fastest recent answer must exceed another's median
+    /// for it to count as slower (default 1.5); see
+    /// [`latency_tolerance`](field@Self::latency_tolerance).
+    #[must_use]
+    pub fn latency_tolerance(mut self, factor: f64) -> Self {
+        self.latency_tolerance = factor;
+        self
+    }
+
+    /// The margin by which an endpoint's fastest recent answer must exceed another's median
+    /// for it to count as slower (default 1 ms); see
+    /// [`latency_tolerance`](field@Self::latency_tolerance).
+    #[must_use]
+    pub fn latency_floor(mut self, floor: Duration) -> Self {
+        self.latency_floor = floor;
+        self
+    }
+
+    /// An eligible, un-ejected endpoint passed over for more than this many picks wins the
+    /// next comparison it takes part in (default 24).
+    #[must_use]
+    pub fn starvation_picks(mut self, picks: u32) -> Self {
+        self.starvation_picks = picks;
+        self
+    }
+
+    /// Ramps up the share of endpoints that become eligible (default: no slow start, a new
+    /// endpoint gets the very next pick and a full share from then on).
+    #[must_use]
+    pub fn slow_start(mut self, slow_start: SlowStart) -> Self {
+        self.slow_start = Some(slow_start);
+        self
+    }
+
+    /// Consecutive failures that eject an endpoint (default 5; 0 disables ejection).
+    #[must_use]
+    pub fn consecutive_failures(mut self, failures: u32) -> Self {
+        self.consecutive_failures = failures;
+        self
+    }
+
+    /// Base ejection time, multiplied by the number of times the endpoint was ejected
+    /// (default 30 s).
+    #[must_use]
+    pub fn base_ejection(mut self, time: Duration) -> Self {
+        self.base_ejection = time;
+        self
+    }
+
+    /// Longest ejection (default 300 s, Envoy's `max_ejection_time`).
+    #[must_use]
+    pub fn max_ejection(mut self, time: Duration) -> Self {
+        self.max_ejection = time;
+        self
+    }
+
+    /// At most this share of the endpoints may be ejected at once (default 10), except for
+    /// the first one (see [`always_eject_one`](field@Self::always_eject_one)).
+    #[must_use]
+    pub fn max_ejection_percent(mut self, percent: u8) -> Self {
+        self.max_ejection_percent = percent;
+        self
+    }
+
+    /// Ejects an endpoint when none is ejected, even when that exceeds
+    /// [`max_ejection_percent`](field@Self::max_ejection_percent) (default true, Envoy's
+    /// documented behaviour).
+    #[must_use]
+    pub fn always_eject_one(mut self, always: bool) -> Self {
+        self.always_eject_one = always;
+        self
+    }
+
+    /// Below this share of un-ejected endpoints, ejection is ignored (default 50).
+    #[must_use]
+    pub fn panic_threshold_percent(mut self, percent: u8) -> Self {
+        self.panic_threshold_percent = percent;
+        self
+    }
+
+    /// PeakEWMA decay of the reported RTT estimate, for metrics (default 10 s).
+    #[must_use]
+    pub fn ewma_decay(mut self, decay: Duration) -> Self {
+        self.ewma_decay = decay;
+        self
+    }
+
+    /// The reported RTT estimate of the first endpoints before any answer (default 30 ms).
+    #[must_use]
+    pub fn default_rtt(mut self, rtt: Duration) -> Self {
+        self.default_rtt = rtt;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_builders_set_their_own_field() {
+        let slow = SlowStart::new(Duration::from_secs(1))
+            .window(Duration::from_secs(2))
+            .aggression(3.0)
+            .min_weight_percent(4);
+        assert_eq!(slow.window, Duration::from_secs(2));
+        assert_eq!(slow.aggression, 3.0);
+        assert_eq!(slow.min_weight_percent, 4);
+    }
+
+    #[test]
+    fn builders_set_their_own_field() {
+        let ms = Duration::from_millis;
+        let slow = SlowStart::new(ms(5));
+        let config = BalanceConfig::default()
+            .latency_tolerance(2.5)
+            .latency_floor(ms(2))
+            .starvation_picks(7)
+            .slow_start(slow.clone())
+            .consecutive_failures(8)
+            .base_ejection(ms(9))
+            .max_ejection(ms(10))
+            .max_ejection_percent(11)
+            .always_eject_one(false)
+            .panic_threshold_percent(12)
+            .ewma_decay(ms(13))
+            .default_rtt(ms(14));
+        assert_eq!(config.latency_tolerance, 2.5);
+        assert_eq!(config.latency_floor, ms(2));
+        assert_eq!(config.starvation_picks, 7);
+        assert_eq!(config.slow_start, Some(slow));
+        assert_eq!(config.consecutive_failures, 8);
+        assert_eq!(config.base_ejection, ms(9));
+        assert_eq!(config.max_ejection, ms(10));
+        assert_eq!(config.max_ejection_percent, 11);
+        assert!(!config.always_eject_one);
+        assert_eq!(config.panic_threshold_percent, 12);
+        assert_eq!(config.ewma_decay, ms(13));
+        assert_eq!(config.default_rtt, ms(14));
     }
 }

@@ -295,14 +295,15 @@ impl Shared {
 /// for event in svc_core::source::manifests::parse_str(yaml).unwrap().into_events() {
 ///     writer.apply(event);
 /// }
-/// let pool = EndpointPool::new(
+/// let pool = EndpointPool::builder(
 ///     store,
 ///     svc_core::ServiceKey::new("shop", "web"),
 ///     PortRef::Name(Some("http".into())),
-///     Locality::default(),
-///     Scope::Internal,
-///     BalanceConfig::default(),
-/// );
+/// )
+/// .locality(Locality::default())
+/// .scope(Scope::Internal)
+/// .config(BalanceConfig::default().consecutive_failures(3))
+/// .build();
 /// let pick = pool.pick(None).unwrap();
 /// assert_eq!(pick.addr.to_string(), "127.0.0.11:8080");
 /// pick.success(std::time::Duration::from_millis(3));
@@ -315,29 +316,10 @@ pub struct EndpointPool {
 }
 
 impl EndpointPool {
-    /// A pool following `key`'s `port` in `store`, as seen by a client at `locality` reaching
-    /// it through `scope`. Does not block: the current state is read at once, and a spawned
-    /// task follows later changes.
-    ///
-    /// # Panics
-    ///
-    /// Outside a Tokio runtime.
-    pub fn new(
-        store: Store,
-        key: ServiceKey,
-        port: PortRef,
-        locality: Locality,
-        scope: Scope,
-        config: BalanceConfig,
-    ) -> Self {
-        Self::builder(store, key, port)
-            .locality(locality)
-            .scope(scope)
-            .config(config)
-            .build()
-    }
-
-    /// A [`PoolBuilder`], for the less common options (such as a fixed RNG seed).
+    /// A [`PoolBuilder`] for a pool following `key`'s `port` in `store`: the one way to make a
+    /// pool. Its by-value methods set where the client runs, how the Service is reached and
+    /// the balancer settings; [`PoolBuilder::build`] does not block (the current state is read
+    /// at once, and a spawned task follows later changes).
     pub fn builder(store: Store, key: ServiceKey, port: PortRef) -> PoolBuilder {
         PoolBuilder {
             store,

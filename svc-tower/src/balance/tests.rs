@@ -228,11 +228,10 @@ async fn a_success_resets_the_failure_streak() {
 async fn max_ejection_percent_follows_envoy() {
     for always_one in [true, false] {
         let (_w, store) = store_with(service(), &eps(3));
-        let config = BalanceConfig {
-            always_eject_one: always_one,
-            ..BalanceConfig::default()
-        };
-        let p = pool(&store, config);
+        let p = pool(
+            &store,
+            BalanceConfig::default().always_eject_one(always_one),
+        );
         for bad in [addr(1), addr(2)] {
             let others: Vec<_> = (1..=3).map(addr).filter(|a| *a != bad).collect();
             for _ in 0..5 {
@@ -255,11 +254,7 @@ async fn max_ejection_percent_follows_envoy() {
 #[tokio::test(start_paused = true)]
 async fn panic_threshold_ignores_ejection() {
     let (_w, store) = store_with(service(), &eps(4));
-    let config = BalanceConfig {
-        max_ejection_percent: 100,
-        ..BalanceConfig::default()
-    };
-    let p = pool(&store, config);
+    let p = pool(&store, BalanceConfig::default().max_ejection_percent(100));
     let eject = |a: SocketAddr| {
         let others: Vec<_> = (1..=4).map(addr).filter(|x| *x != a).collect();
         for _ in 0..5 {

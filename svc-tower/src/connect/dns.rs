@@ -31,6 +31,13 @@ impl Dns {
         }
     }
 
+    /// `Some(true)` with a resolver given, `Some(false)` when disabled, `None` until the
+    /// system's is built on first use.
+    #[cfg(test)]
+    pub(crate) fn given(&self) -> Option<bool> {
+        self.resolver.get().map(Option::is_some)
+    }
+
     async fn resolver(&self) -> Result<&TokioResolver, String> {
         let resolver = self
             .resolver
@@ -65,4 +72,18 @@ impl Dns {
         }
         Ok(ips)
     }
+}
+
+/// A resolver that knows no name server, for tests of who holds which resolver.
+#[cfg(test)]
+pub(crate) fn unused_resolver() -> TokioResolver {
+    use hickory_resolver::config::ResolverConfig;
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+    TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(Vec::new()),
+        TokioRuntimeProvider::default(),
+    )
+    .build()
+    .expect("a resolver without name servers builds")
 }

@@ -57,7 +57,7 @@ impl Default for Config {
 /// connector picks one of its eligible endpoints (see [`EndpointPool`]) and connects to its
 /// target port. A connect failure is reported to
 /// outlier ejection and another endpoint is tried, up to
-/// [`set_max_attempts`](Self::set_max_attempts). ExternalName Services and names outside the
+/// [`max_attempts`](Self::max_attempts). ExternalName Services and names outside the
 /// cluster are resolved with hickory-resolver; other IPs are connected to directly.
 ///
 /// hyper-util's client pools connections per URI authority and reuses the most recent idle
@@ -65,19 +65,29 @@ impl Default for Config {
 /// reuses a connection to a pod that stopped being ready, the connection this connector
 /// returns for a Service ([`SvcStream`]) is not tied to one pod: each HTTP/1.1 request goes
 /// to an endpoint picked for it, over kept-alive connections per endpoint shared by this
-/// connector's clones (see [`set_balance_requests`](Self::set_balance_requests)). HTTP/2
+/// connector's clones (see [`balance_requests`](Self::balance_requests)). HTTP/2
 /// (`http2_only`) is balanced per connection: use the [`layer`](crate::layer) for HTTP/2 and
 /// gRPC.
 ///
 /// `Clone` is cheap: the configuration is behind an `Arc`, and clones share their pools.
 ///
+/// Settings are by-value builder methods (`SvcConnector::new(store).max_attempts(2)`), as for
+/// every configurable type of this crate and as tower's layers and kube-runtime's
+/// `watcher::Config` have them. hyper-util's `HttpConnector` uses `&mut self` setters
+/// (`set_connect_timeout`) instead; the names here are the same without `set_`, and differ on
+/// purpose, so that one style holds across the crate.
+///
 /// ```no_run
 /// # async fn doc(store: svc_core::Store) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
 /// use http_body_util::Empty;
 /// use hyper_util::client::legacy::Client;
 /// use hyper_util::rt::TokioExecutor;
 ///
-/// let connector = svc_tower::connect::SvcConnector::new(store);
+/// let connector = svc_tower::connect::SvcConnector::new(store)
+///     .connect_timeout(Some(Duration::from_secs(1)))
+///     .max_attempts(2);
 /// let client: Client<_, Empty<bytes::Bytes>> =
 ///     Client::builder(TokioExecutor::new()).build(connector);
 /// let response = client.get("http://web.shop/".parse()?).await?;
@@ -127,25 +137,34 @@ impl SvcConnector {
         &self.pools
     }
 
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
     /// Timeout for each connect attempt. Default 2 s; `None` waits as long as the OS does.
-    pub fn set_connect_timeout(&mut self, timeout: Option<Duration>) {
-        Arc::make_mut(&mut self.config).connect_timeout = timeout;
+    #[must_use]
+    pub fn connect_timeout(self, timeout: Option<Duration>) -> Self {
+        self.with(|c| c.connect_timeout = timeout)
     }
 
     /// How many endpoints to try before giving up. Default 3 (at least 1).
-    pub fn set_max_attempts(&mut self, attempts: u32) {
-        Arc::make_mut(&mut self.config).max_attempts = attempts.max(1);
+    #[must_use]
+    pub fn max_attempts(self, attempts: u32) -> Self {
+        self.with(|c| c.max_attempts = attempts.max(1))
     }
 
     /// Sets `TCP_NODELAY` on connections. Default `true`.
-    pub fn set_nodelay(&mut self, nodelay: bool) {
-        Arc::make_mut(&mut self.config).nodelay = nodelay;
+    #[must_use]
+    pub fn nodelay(self, nodelay: bool) -> Self {
+        self.with(|c| c.nodelay = nodelay)
     }
 
     /// How long a connect waits for the store's initial sync before resolving anyway.
     /// Default 5 s.
-    pub fn set_sync_timeout(&mut self, timeout: Duration) {
-        Arc::make_mut(&mut self.config).sync_timeout = timeout;
+    #[must_use]
+    pub fn sync_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.sync_timeout = timeout)
     }
 
     /// Whether each HTTP/1.1 request to a Service is balanced on its own (default `true`).
@@ -158,33 +177,41 @@ impl SvcConnector {
     /// clones) share, and none goes to an endpoint that has left the eligible set. HTTP/2
     /// (`http2_only`) and upgraded connections stay on the endpoint they were opened to.
     /// With `false`, each connection goes to one endpoint for its whole life.
-    pub fn set_balance_requests(&mut self, balance: bool) {
-        Arc::make_mut(&mut self.config).balance_requests = balance;
+    #[must_use]
+    pub fn balance_requests(self, balance: bool) -> Self {
+        self.with(|c| c.balance_requests = balance)
     }
 
     /// Whether a 5xx response counts as a failure for outlier ejection, with per-request
     /// balancing (Envoy's `consecutive_5xx`). Default `true`.
-    pub fn set_eject_on_5xx(&mut self, eject: bool) {
-        Arc::make_mut(&mut self.config).eject_on_5xx = eject;
+    #[must_use]
+    pub fn eject_on_5xx(self, eject: bool) -> Self {
+        self.with(|c| c.eject_on_5xx = eject)
     }
 
-    /// Kept-alive connections per endpoint, with per-request balancing. Default 64. Applies
-    /// to connections made from now on (the kept ones are not carried over).
-    pub fn set_max_idle_per_endpoint(&mut self, max: usize) {
-        Arc::make_mut(&mut self.config).max_idle_per_endpoint = max;
+    /// Kept-alive connections per endpoint, with per-request balancing. Default 64. The
+    /// connector (and the clones made from it from now on) gets a fresh set of kept
+    /// connections: the kept ones are not carried over.
+    #[must_use]
+    pub fn max_idle_per_endpoint(mut self, max: usize) -> Self {
         self.idle = IdleConns::new(max);
+        self.with(|c| c.max_idle_per_endpoint = max)
     }
 
     /// The DNS resolver for ExternalName targets and names outside the cluster. Default: one
     /// built on first use from the system configuration (`/etc/resolv.conf`).
-    pub fn set_dns_resolver(&mut self, resolver: TokioResolver) {
+    #[must_use]
+    pub fn dns_resolver(mut self, resolver: TokioResolver) -> Self {
         self.dns = Dns::with(resolver);
+        self
     }
 
     /// Disables DNS: names outside the cluster and ExternalName Services fail with
     /// [`ResolveFailed`](crate::error::ResolveFailed). Default: enabled.
-    pub fn disable_dns(&mut self) {
+    #[must_use]
+    pub fn disable_dns(mut self) -> Self {
         self.dns = Dns::disabled();
+        self
     }
 
     /// Whether URIs other than `http://` are refused with [`TlsRequired`]. Default `true`, as
@@ -195,8 +222,9 @@ impl SvcConnector {
     /// `HttpsConnector::from((connector, tls_config))`; `https://` connections are then balanced
     /// per connection (the requests inside TLS cannot be routed one by one). See the
     /// `tls` example.
-    pub fn set_enforce_http(&mut self, enforce: bool) {
-        Arc::make_mut(&mut self.config).enforce_http = enforce;
+    #[must_use]
+    pub fn enforce_http(self, enforce: bool) -> Self {
+        self.with(|c| c.enforce_http = enforce)
     }
 
     async fn connect(self, uri: Uri) -> Result<SvcStream, BoxError> {
@@ -339,5 +367,57 @@ impl Future for Connecting {
 impl fmt::Debug for Connecting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Connecting")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use svc_core::StoreConfig;
+
+    use super::*;
+
+    fn connector() -> SvcConnector {
+        SvcConnector::new(svc_core::store::store(StoreConfig::default()).0)
+    }
+
+    #[test]
+    fn builders_set_their_own_setting() {
+        let ms = Duration::from_millis;
+        let base = connector();
+        let c = base
+            .clone()
+            .connect_timeout(Some(ms(1)))
+            .max_attempts(2)
+            .nodelay(false)
+            .sync_timeout(ms(3))
+            .balance_requests(false)
+            .eject_on_5xx(false)
+            .max_idle_per_endpoint(4)
+            .enforce_http(false);
+        assert_eq!(c.config.connect_timeout, Some(ms(1)));
+        assert_eq!(c.config.max_attempts, 2);
+        assert!(!c.config.nodelay);
+        assert_eq!(c.config.sync_timeout, ms(3));
+        assert!(!c.config.balance_requests);
+        assert!(!c.config.eject_on_5xx);
+        assert_eq!(c.config.max_idle_per_endpoint, 4);
+        assert_eq!(
+            c.idle.max_per_endpoint, 4,
+            "the kept connections follow the limit"
+        );
+        assert!(!c.config.enforce_http);
+        assert_eq!(
+            base.config.max_attempts, 3,
+            "a clone's settings are its own"
+        );
+        assert_eq!(connector().max_attempts(0).config.max_attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn dns_builders_set_the_resolver() {
+        assert_eq!(connector().dns.given(), None);
+        assert_eq!(connector().disable_dns().dns.given(), Some(false));
+        let resolver = super::super::dns::unused_resolver();
+        assert_eq!(connector().dns_resolver(resolver).dns.given(), Some(true));
     }
 }

@@ -26,7 +26,7 @@ pub(crate) struct IdleConns {
     conns: Mutex<HashMap<Key, Vec<(TcpStream, Instant)>>>,
     /// Pools whose eligible set is followed, to close what leaves it.
     followed: Mutex<HashSet<usize>>,
-    max_per_endpoint: usize,
+    pub(super) max_per_endpoint: usize,
 }
 
 /// Whether a kept-alive connection is still open and quiet: a closed one reads EOF at once,

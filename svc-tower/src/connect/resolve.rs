@@ -32,6 +32,10 @@ use crate::target;
 ///
 /// The first address is a P2C pick; the others follow in address order, so that
 /// `HttpConnector` falls back to them if the first does not answer.
+///
+/// Settings are by-value builder methods (`SvcResolver::new(store).disable_dns()`), as for
+/// every configurable type of this crate; hyper-util's `&mut self` setters (`set_*`) are not
+/// followed on purpose, so that one style holds across the crate.
 #[derive(Clone)]
 pub struct SvcResolver {
     pools: Pools,
@@ -66,13 +70,25 @@ impl SvcResolver {
 
     /// The DNS resolver for names outside the cluster. Default: one built on first use from
     /// the system configuration.
-    pub fn set_dns_resolver(&mut self, resolver: TokioResolver) {
+    #[must_use]
+    pub fn dns_resolver(mut self, resolver: TokioResolver) -> Self {
         self.dns = Dns::with(resolver);
+        self
     }
 
     /// Disables DNS for names outside the cluster. Default: enabled.
-    pub fn disable_dns(&mut self) {
+    #[must_use]
+    pub fn disable_dns(mut self) -> Self {
         self.dns = Dns::disabled();
+        self
+    }
+
+    /// How long a resolution waits for the store's initial sync before resolving anyway.
+    /// Default 5 s.
+    #[must_use]
+    pub fn sync_timeout(mut self, timeout: Duration) -> Self {
+        self.sync_timeout = timeout;
+        self
     }
 
     async fn resolve(self, name: Name) -> Result<SocketAddrs, BoxError> {
@@ -165,5 +181,28 @@ impl Future for Resolving {
 impl fmt::Debug for Resolving {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Resolving")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use svc_core::StoreConfig;
+
+    use super::*;
+
+    fn resolver() -> SvcResolver {
+        SvcResolver::new(svc_core::store::store(StoreConfig::default()).0)
+    }
+
+    #[tokio::test]
+    async fn builders_set_their_own_setting() {
+        let r = resolver()
+            .sync_timeout(Duration::from_millis(7))
+            .disable_dns();
+        assert_eq!(r.sync_timeout, Duration::from_millis(7));
+        assert_eq!(r.dns.given(), Some(false));
+        assert_eq!(resolver().dns.given(), None);
+        let given = resolver().dns_resolver(super::super::dns::unused_resolver());
+        assert_eq!(given.dns.given(), Some(true));
     }
 }

@@ -44,9 +44,10 @@ impl AffinityTable {
         self.timeout
     }
 
-    /// Changes the timeout (the Service's `timeoutSeconds` changed); existing entries keep
-    /// their last-use time.
-    pub fn set_timeout(&mut self, timeout: Duration) {
+    /// Changes the timeout of a live table (the Service's `timeoutSeconds` changed); existing
+    /// entries keep their last-use time. Not a setting but an update of state the pool owns,
+    /// so crate-private: settings are by-value builder methods.
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
 

@@ -229,8 +229,7 @@ pub fn slice(addr: SocketAddr, conditions: Conditions) -> EndpointSlice {
 
 /// A synced store with `svc` and one ready slice per address.
 pub fn store(svc: Service, addrs: &[SocketAddr]) -> (Writer, Store) {
-    let mut config = StoreConfig::default();
-    config.default_namespace = "shop".into();
+    let config = StoreConfig::default().default_namespace("shop");
     let (store, mut writer) = svc_core::store::store(config);
     writer.apply(Event::ReplaceServices {
         services: vec![svc],

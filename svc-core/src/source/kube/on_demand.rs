@@ -46,8 +46,10 @@ impl Default for OnDemand {
     }
 }
 
+/// Builder methods, by value as kube-runtime's `watcher::Config` has them.
 impl OnDemand {
-    /// Sets [`idle_timeout`](Self::idle_timeout).
+    /// Stops a name's watches once nobody resolved it for this long and no endpoint pool
+    /// follows it (default 5 min).
     #[must_use]
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = idle;

@@ -68,6 +68,41 @@ impl Default for ProbeConfig {
     }
 }
 
+/// Builder methods, by value as kube-runtime's `watcher::Config` has them:
+/// `ProbeConfig::default().max_interval(Duration::from_secs(2))`.
+impl ProbeConfig {
+    /// The delay before the first probe once the apiserver is seen down (default 0.5 s); it
+    /// doubles up to [`max_interval`](field@Self::max_interval).
+    #[must_use]
+    pub fn min_interval(mut self, interval: Duration) -> Self {
+        self.min_interval = interval;
+        self
+    }
+
+    /// The longest gap between probes (default 4 s): the worst-case delay from the apiserver
+    /// answering again to the watches resuming.
+    #[must_use]
+    pub fn max_interval(mut self, interval: Duration) -> Self {
+        self.max_interval = interval;
+        self
+    }
+
+    /// How long one probe may take (default 2 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Seeds the jitter, for reproducible schedules (default: seeded from the process's
+    /// random state, so that thousands of nodes do not probe in step).
+    #[must_use]
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+}
+
 /// Shared by the watches (and the probe) of one source.
 #[derive(Clone, Debug)]
 pub struct ApiHealth {
@@ -238,6 +273,19 @@ mod tests {
             (300..700).contains(&low),
             "{low} of 1000 in the lower quarter"
         );
+    }
+
+    #[test]
+    fn probe_builders_set_their_own_field() {
+        let config = ProbeConfig::default()
+            .min_interval(Duration::from_millis(1))
+            .max_interval(Duration::from_millis(2))
+            .timeout(Duration::from_millis(3))
+            .jitter_seed(4);
+        assert_eq!(config.min_interval, Duration::from_millis(1));
+        assert_eq!(config.max_interval, Duration::from_millis(2));
+        assert_eq!(config.timeout, Duration::from_millis(3));
+        assert_eq!(config.jitter_seed, Some(4));
     }
 
     #[tokio::test(start_paused = true)]

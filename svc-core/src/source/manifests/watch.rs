@@ -40,6 +40,33 @@ impl Default for Options {
     }
 }
 
+/// Builder methods, by value as kube-runtime's `watcher::Config` has them:
+/// `Options::default().interval(Duration::from_millis(200)).reload(reload)`.
+impl Options {
+    /// How often to look for changes (default 1 s); a changed file is applied once it has been
+    /// stable this long, unless inotify shows that its writer finished earlier.
+    #[must_use]
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Where to report per-file health (default: a fresh one nobody reads).
+    #[must_use]
+    pub fn status(mut self, status: Status) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The trigger that looks again at once and applies whatever parses (default: never
+    /// pulled; SIGHUP in svc-proxy).
+    #[must_use]
+    pub fn reload(mut self, reload: Reload) -> Self {
+        self.reload = reload;
+        self
+    }
+}
+
 /// The tracker is used from blocking threads, one look at a time.
 type Shared = Arc<Mutex<Tracker>>;
 
@@ -53,11 +80,7 @@ const SETTLE: Duration = Duration::from_millis(20);
 /// # Errors
 /// The first load's error: a source that cannot start should say so at once.
 pub async fn run(path: PathBuf, interval: Duration, events: mpsc::Sender<Event>) -> Result<()> {
-    let options = Options {
-        interval,
-        ..Options::default()
-    };
-    run_with(path, options, events).await
+    run_with(path, Options::default().interval(interval), events).await
 }
 
 /// [`run`] with [`Options`].
@@ -154,4 +177,32 @@ async fn look(tracker: &Shared, view: View, at_once: bool, first: bool) -> Resul
         tracing::error!(error = %join, "manifests look failed unexpectedly");
         Ok(false)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn builders_set_their_own_field() {
+        let (status, reload) = (Status::new(), Reload::new());
+        let options = Options::default()
+            .interval(Duration::from_millis(7))
+            .status(status.clone())
+            .reload(reload.clone());
+        assert_eq!(options.interval, Duration::from_millis(7));
+        status.count_poll();
+        assert_eq!(
+            options.status.polls(),
+            1,
+            "the status given is the one reported to"
+        );
+        reload.trigger();
+        assert!(
+            options.reload.requested().now_or_never().is_some(),
+            "the trigger given is the one listened to"
+        );
+    }
 }

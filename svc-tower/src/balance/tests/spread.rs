@@ -149,10 +149,7 @@ async fn a_rejoining_endpoint_gets_the_next_pick_and_its_share() {
 #[tokio::test(start_paused = true)]
 async fn slow_start_ramps_a_new_endpoints_share_over_the_window() {
     let (mut w, store) = store_with(service(), &eps(3));
-    let config = BalanceConfig {
-        slow_start: Some(SlowStart::new(Duration::from_secs(10))),
-        ..BalanceConfig::default()
-    };
+    let config = BalanceConfig::default().slow_start(SlowStart::new(Duration::from_secs(10)));
     let p = pool(&store, config);
     let mut rng = SmallRng::seed_from_u64(4);
     serial(&p, 30, |_| noisy(&mut rng)).await;

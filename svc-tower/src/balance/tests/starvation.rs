@@ -145,12 +145,8 @@ async fn run(ops: Vec<Op>, starvation: u32, seed: u64) -> Result<f64, TestCaseEr
         failing: BTreeSet::new(),
     };
     let (mut w, store) = store_with(service(), &[ep(1), ep(2), ep(3)]);
-    let config = BalanceConfig {
-        starvation_picks: starvation,
-        ..BalanceConfig::default()
-    };
     let p = EndpointPool::builder(store, key(), http())
-        .config(config)
+        .config(BalanceConfig::default().starvation_picks(starvation))
         .seed(seed)
         .build();
     let (mut waits, mut pick_no, mut held) = (Waits::default(), 0u64, Vec::new());
