@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use svc_core::source::manifests;
 use svc_core::store::StoreConfig;
 use svc_testkit::{spawn_http_backend, Backend};
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::connect::SvcConnector;
 use svc_tower::layer::{BalanceLayer, HttpVersion, NoFallback};
 use tower::{Layer, Service, ServiceExt};
@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     for event in manifests::parse_str(&yaml)?.into_events() {
         writer.apply(event);
     }
-    let pools = Pools::new(store.clone(), Default::default(), BalanceConfig::default());
+    let pools = Pools::new(store.clone());
 
     for (proto, h2) in [("http1", false), ("http2", true)] {
         let plain: Client<_, Body> = Client::builder(TokioExecutor::new())

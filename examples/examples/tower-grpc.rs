@@ -24,10 +24,10 @@ use svc_core::model::Protocol;
 use svc_core::source::manifests;
 use svc_core::store::{PortRef, StoreConfig};
 use svc_core::ServiceKey;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::grpc::GrpcStatusLayer;
 use svc_tower::layer::{BalanceLayer, NoFallback};
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::policy::Scope;
 use tokio::net::TcpListener;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{server::UnaryService, Status};
@@ -155,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
     for event in manifests::parse_str(&manifests(&pods))?.into_events() {
         writer.apply(event);
     }
-    let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
+    let pools = Pools::new(store);
     let channel: Channel = tower::ServiceBuilder::new()
         .layer(GrpcStatusLayer)
         .layer(BalanceLayer::new(pools.clone()))

@@ -23,10 +23,10 @@ use svc_core::source::manifests;
 use svc_core::store::{PortRef, StoreConfig};
 use svc_core::ServiceKey;
 use svc_testkit::{spawn_http_backend, Backend};
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::connect::SvcConnector;
 use svc_tower::layer::BalanceLayer;
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::policy::Scope;
 use tower::{Layer, ServiceExt};
 
 type Body = Empty<Bytes>;
@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         writer.apply(event);
     }
 
-    let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
+    let pools = Pools::new(store);
     let fallback: Client<_, Body> =
         Client::builder(TokioExecutor::new()).build(SvcConnector::with_pools(pools.clone()));
     let client = BalanceLayer::<Body>::new(pools.clone()).layer(fallback);

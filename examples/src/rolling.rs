@@ -30,7 +30,7 @@ use svc_core::model::{EndpointSlice, Service};
 use svc_core::store::{Event, StoreConfig};
 use svc_core::ServiceKey;
 use svc_testkit::{endpoint_slice, service, EndpointSpec};
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::layer::{BalanceLayer, HttpVersion, NoFallback};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -233,7 +233,7 @@ pub async fn run(options: Options) -> anyhow::Result<Summary> {
     });
 
     // svc-tower: per-request balancing over the live endpoints.
-    let pools = Pools::new(store.clone(), Default::default(), BalanceConfig::default());
+    let pools = Pools::new(store.clone());
     let svc_client = BalanceLayer::<Empty<Bytes>>::new(pools)
         .http_version(options.http_version)
         .layer(NoFallback);

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::layer::{Balance, BalanceLayer, Destination, HttpVersion, NoFallback};
 use tokio::net::TcpStream;
 use tower::Layer;
@@ -68,11 +68,9 @@ impl Handler {
     /// The handler of `target`'s connections in `mode` (HTTP or h2c), on the current worker.
     pub fn new(target: Arc<Target>, mode: Mode) -> Self {
         let ctx = &target.ctx;
-        let pools = Pools::new(
-            ctx.store.clone(),
-            ctx.locality.clone(),
-            BalanceConfig::default(),
-        );
+        let pools = Pools::builder(ctx.store.clone())
+            .locality(ctx.locality.clone())
+            .build();
         let args = &ctx.args;
         let balance = BalanceLayer::new(pools)
             .http_version(HttpVersion::Service)

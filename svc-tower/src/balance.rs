@@ -40,4 +40,4 @@ pub use discover::Discover;
 pub use endpoint::EndpointStats;
 pub use pick::Pick;
 pub use pool::EndpointPool;
-pub use pools::Pools;
+pub use pools::{Pools, PoolsBuilder};

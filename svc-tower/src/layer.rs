@@ -55,10 +55,10 @@
 //! # async fn doc(store: svc_core::Store) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use http_body_util::Empty;
 //! use tower::{Layer, ServiceExt};
-//! use svc_tower::balance::{BalanceConfig, Pools};
+//! use svc_tower::balance::Pools;
 //! use svc_tower::layer::{BalanceLayer, NoFallback};
 //!
-//! let pools = Pools::new(store, Default::default(), BalanceConfig::default());
+//! let pools = Pools::new(store);
 //! let client = BalanceLayer::<Empty<bytes::Bytes>>::new(pools).layer(NoFallback);
 //! let request = http::Request::get("http://web.shop/").body(Empty::new())?;
 //! let response = client.oneshot(request).await?;
@@ -163,6 +163,7 @@ impl Default for Config {
 /// service it makes (and every clone of it) shares one set of routes and connections.
 ///
 /// `B` is the request body type.
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct BalanceLayer<B> {
     pools: Pools,
     config: Config,

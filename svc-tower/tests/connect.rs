@@ -11,18 +11,13 @@ use hyper_util::rt::TokioExecutor;
 use support::*;
 use svc_core::model::ServiceType;
 use svc_core::store::Event;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::connect::{SvcConnector, SvcResolver};
 use svc_tower::error::{ConnectFailed, NoEndpoints, UnknownService};
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::policy::Scope;
 
 fn pools(store: &svc_core::Store) -> Pools {
-    Pools::with_seed(
-        store.clone(),
-        Locality::default(),
-        BalanceConfig::default(),
-        3,
-    )
+    Pools::builder(store.clone()).seed(3).build()
 }
 
 async fn get_text<C>(client: &Client<C, Body>, uri: &str) -> String

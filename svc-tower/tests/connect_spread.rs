@@ -10,17 +10,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use support::*;
 use svc_core::store::Event;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::connect::SvcConnector;
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::policy::Scope;
 
 fn pools(store: &svc_core::Store) -> Pools {
-    Pools::with_seed(
-        store.clone(),
-        Locality::default(),
-        BalanceConfig::default(),
-        11,
-    )
+    Pools::builder(store.clone()).seed(11).build()
 }
 
 type DefaultClient = Client<SvcConnector, Body>;

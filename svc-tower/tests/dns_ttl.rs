@@ -20,9 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use support::*;
 use svc_core::model::ServiceType;
 use svc_core::store::Event;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::connect::SvcConnector;
-use svc_tower::policy::Locality;
 use tokio::net::UdpSocket;
 
 const NAME: &str = "backend.example.";
@@ -91,7 +90,7 @@ async fn external_name_answers_are_not_used_past_their_ttl() {
     let (mut w, store) = store(service([127, 0, 70, 101], None), &[]);
     w.apply(Event::ApplyService(external));
 
-    let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
+    let pools = Pools::new(store);
     let connector = SvcConnector::with_pools(pools).dns_resolver(resolver(dns));
     // No kept-alive connections: every request connects, and so resolves, again.
     let client: Client<_, Body> = Client::builder(TokioExecutor::new())

@@ -14,10 +14,9 @@ use support::*;
 use svc_core::model::{AddressType, EndpointSlice};
 use svc_core::store::{Event, StoreConfig, Writer};
 use svc_core::Store;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::connect::SvcConnector;
 use svc_tower::layer::{BalanceLayer, NoFallback};
-use svc_tower::policy::Locality;
 use tower::{Layer, ServiceExt};
 
 const V4_VIP: &str = "127.220.1.100";
@@ -88,12 +87,7 @@ fn dual_stack_store(backends: &Backends) -> (Writer, Store) {
 }
 
 fn pools(store: &Store) -> Pools {
-    Pools::with_seed(
-        store.clone(),
-        Locality::default(),
-        BalanceConfig::default(),
-        11,
-    )
+    Pools::builder(store.clone()).seed(11).build()
 }
 
 /// Sends `ROUNDS` rounds of `PER_ROUND` concurrent GETs with `send`, each answered 200.

@@ -6,9 +6,9 @@
 mod support;
 
 use support::*;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::layer::{BalanceLayer, HttpVersion, NoFallback};
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::policy::Scope;
 use tower::{Layer, ServiceExt};
 
 #[tokio::test]
@@ -20,12 +20,7 @@ async fn a_pod_that_starts_refusing_gets_one_pick_in_twenty_and_is_ejected() {
     ];
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let (_w, store) = store(service([127, 110, 4, 100], None), &addrs);
-    let pools = Pools::with_seed(
-        store.clone(),
-        Locality::default(),
-        BalanceConfig::default(),
-        5,
-    );
+    let pools = Pools::builder(store.clone()).seed(5).build();
     let pool = pools.get(&key(), &http_port(), Scope::Internal);
     let client = BalanceLayer::<Body>::new(pools)
         .http_version(HttpVersion::Http1)

@@ -8,9 +8,8 @@ use http::uri::PathAndQuery;
 use svc_core::source::manifests;
 use svc_core::store::StoreConfig;
 use svc_testkit::grpcio::spawn_grpcio_server;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::layer::{Balance, BalanceLayer, NoFallback};
-use svc_tower::policy::Locality;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 use tower::Layer;
@@ -70,7 +69,7 @@ async fn tonic_over_the_layer_calls_grpcio_servers() {
     for event in manifests::parse_str(&yaml).unwrap().into_events() {
         writer.apply(event);
     }
-    let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
+    let pools = Pools::new(store);
     let channel: Balance<NoFallback, tonic::body::Body> =
         BalanceLayer::new(pools).layer(NoFallback);
     let origin = "http://greeter.test:50051".parse().unwrap();
@@ -111,7 +110,7 @@ async fn no_ready_endpoint_reaches_tonic_as_unavailable() {
     for event in manifests::parse_str(yaml).unwrap().into_events() {
         writer.apply(event);
     }
-    let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
+    let pools = Pools::new(store);
     // One call through `channel`, which must fail.
     macro_rules! call {
         ($channel:expr) => {{

@@ -7,9 +7,9 @@ use support::{get, text, until_endpoints, Backend, Body};
 use svc_core::store::{PortRef, StoreConfig};
 use svc_core::ServiceKey;
 use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer};
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::layer::{BalanceLayer, NoFallback};
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::policy::Scope;
 use tower::{Layer, ServiceExt};
 
 fn slice(name: &str, b: &Backend, ready: bool) -> k8s_openapi::api::discovery::v1::EndpointSlice {
@@ -43,7 +43,7 @@ async fn readiness_flip_and_new_pod_through_the_api_server() {
     ));
     store.wait_until_ready().await;
 
-    let pools = Pools::new(store.clone(), Locality::default(), BalanceConfig::default());
+    let pools = Pools::new(store.clone());
     let pool = pools.get(
         &ServiceKey::new("shop", "web"),
         &PortRef::Number(80, svc_core::model::Protocol::Tcp),
@@ -90,7 +90,7 @@ async fn forbidden_source_surfaces_as_not_synced_with_the_403() {
         store.clone(),
         tx,
     ));
-    let pools = Pools::new(store.clone(), Locality::default(), BalanceConfig::default());
+    let pools = Pools::new(store.clone());
     // A sync timeout far above the error grace: reaching it would give a timeout, not the 403.
     let client = BalanceLayer::<Body>::new(pools)
         .sync_timeout(std::time::Duration::from_secs(60))

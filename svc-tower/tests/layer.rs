@@ -8,24 +8,19 @@ use std::time::Duration;
 
 use support::*;
 use svc_core::store::Event;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::error::{NoEndpoints, NoEndpointsReason, UnknownService};
 use svc_tower::layer::{
     Balance, BalanceLayer, Destination, EndpointObserver, HttpVersion, NoFallback, ResponseBody,
 };
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::policy::Scope;
 use svc_tower::EndpointPool;
 use tower::{Layer, Service, ServiceExt};
 
 type Client = Balance<NoFallback, Body>;
 
 fn client(store: &svc_core::Store, version: HttpVersion) -> (Client, EndpointPool) {
-    let pools = Pools::with_seed(
-        store.clone(),
-        Locality::default(),
-        BalanceConfig::default(),
-        7,
-    );
+    let pools = Pools::builder(store.clone()).seed(7).build();
     let pool = pools.get(&key(), &http_port(), Scope::Internal);
     let layer = BalanceLayer::<Body>::new(pools).http_version(version);
     (layer.layer(NoFallback), pool)

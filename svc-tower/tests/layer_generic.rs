@@ -10,16 +10,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use support::*;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::layer::{BalanceLayer, ResponseBody};
-use svc_tower::policy::Locality;
 use tower::{Layer, ServiceExt};
 
 #[tokio::test]
 async fn a_fallback_with_its_own_body_type_and_a_service_share_one_balance() {
     let backend = Backend::start([127, 90, 1, 1]).await;
     let (_writer, store) = store(service([127, 90, 1, 100], None), &[backend.addr]);
-    let pools = Pools::new(store, Locality::default(), BalanceConfig::default());
+    let pools = Pools::new(store);
     let calls = Arc::new(AtomicUsize::new(0));
     let fallback = tower::service_fn({
         let calls = calls.clone();

@@ -5,10 +5,9 @@ mod support;
 
 use futures::future::select_all;
 use support::*;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::error::{ConnectFailed, NotReady};
 use svc_tower::layer::{BalanceLayer, HttpVersion, NoFallback};
-use svc_tower::policy::Locality;
 use tokio::task::JoinHandle;
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock::Spawn;
@@ -20,12 +19,7 @@ type Held = JoinHandle<
 type BoxError = svc_tower::error::BoxError;
 
 fn layer(store: &svc_core::Store) -> BalanceLayer<Body> {
-    let pools = Pools::with_seed(
-        store.clone(),
-        Locality::default(),
-        BalanceConfig::default(),
-        7,
-    );
+    let pools = Pools::builder(store.clone()).seed(7).build();
     BalanceLayer::<Body>::new(pools).http_version(HttpVersion::Http1)
 }
 

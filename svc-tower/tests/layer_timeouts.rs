@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::error::ResponseTimeout;
 use svc_tower::layer::{BalanceLayer, Destination, EndpointObserver, HttpVersion, NoFallback};
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::policy::Scope;
 use tower::Layer;
 
 #[derive(Default)]
@@ -26,12 +26,7 @@ impl EndpointObserver for Failures {
 }
 
 fn layer(store: &svc_core::Store) -> (BalanceLayer<Body>, Destination, Arc<Failures>) {
-    let pools = Pools::with_seed(
-        store.clone(),
-        Locality::default(),
-        BalanceConfig::default(),
-        7,
-    );
+    let pools = Pools::builder(store.clone()).seed(7).build();
     let pool = pools.get(&key(), &http_port(), Scope::Internal);
     let failures = Arc::new(Failures::default());
     let destination = Destination::new(pool).observer(failures.clone());

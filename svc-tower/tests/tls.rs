@@ -7,20 +7,14 @@ mod support;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use support::*;
-use svc_tower::balance::{BalanceConfig, Pools};
+use svc_tower::balance::Pools;
 use svc_tower::connect::SvcConnector;
 use svc_tower::error::TlsRequired;
 use svc_tower::layer::{BalanceLayer, NoFallback};
-use svc_tower::policy::Locality;
 use tower::{Layer, ServiceExt};
 
 fn pools(store: &svc_core::Store) -> Pools {
-    Pools::with_seed(
-        store.clone(),
-        Locality::default(),
-        BalanceConfig::default(),
-        5,
-    )
+    Pools::builder(store.clone()).seed(5).build()
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@ use svc_core::model::Protocol;
 use svc_core::store::{PortRef, StoreConfig};
 use svc_core::{ServiceKey, Store};
 use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer, PortSpec};
-use svc_tower::balance::{BalanceConfig, EndpointPool, Pools};
-use svc_tower::policy::{Locality, Scope};
+use svc_tower::balance::{EndpointPool, Pools};
+use svc_tower::policy::Scope;
 
 use super::Path;
 
@@ -92,12 +92,7 @@ impl Lab {
             ));
             None
         };
-        let pools = Pools::with_seed(
-            store.clone(),
-            Locality::default(),
-            BalanceConfig::default(),
-            seed,
-        );
+        let pools = Pools::builder(store.clone()).seed(seed).build();
         Ok(Lab {
             path,
             net,

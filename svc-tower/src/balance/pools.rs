@@ -24,6 +24,51 @@ struct Inner {
     pools: Mutex<(HashMap<PoolKey, EndpointPool>, usize)>,
 }
 
+/// Settings of a [`Pools`], as by-value builder methods; [`build`](Self::build) makes it.
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PoolsBuilder {
+    store: Store,
+    locality: Locality,
+    config: BalanceConfig,
+    seed: Option<u64>,
+}
+
+impl PoolsBuilder {
+    /// Where the client runs (its node and zone), for topology-aware routing and
+    /// `Local` traffic policies. Default: unknown ([`Locality::default`]).
+    pub fn locality(mut self, locality: Locality) -> Self {
+        self.locality = locality;
+        self
+    }
+
+    /// The balancer settings every pool uses. Default [`BalanceConfig::default`].
+    pub fn config(mut self, config: BalanceConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Seeds every pool's pick RNG from `seed`, for deterministic tests. Default: a random
+    /// seed per pool.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The registry.
+    pub fn build(self) -> Pools {
+        Pools {
+            inner: Arc::new(Inner {
+                store: self.store,
+                locality: self.locality,
+                config: self.config,
+                seed: self.seed,
+                pools: Mutex::default(),
+            }),
+        }
+    }
+}
+
 /// A registry of [`EndpointPool`]s sharing one store, client locality and configuration:
 /// every caller that reaches the same Service port shares its load estimates, ejections and
 /// session affinity. `Clone` is cheap.
@@ -33,25 +78,21 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// A registry over `store` for a client at `locality`.
-    pub fn new(store: Store, locality: Locality, config: BalanceConfig) -> Self {
-        Self::build(store, locality, config, None)
+    /// A registry over `store` with the defaults: no [`Locality`] (locality rules do not
+    /// apply, and a `Local` traffic policy has no endpoints) and [`BalanceConfig::default`].
+    /// [`builder`](Self::builder) sets them.
+    pub fn new(store: Store) -> Self {
+        Self::builder(store).build()
     }
 
-    /// Like [`new`](Self::new), with every pool's RNG seeded from `seed` (for tests).
-    pub fn with_seed(store: Store, locality: Locality, config: BalanceConfig, seed: u64) -> Self {
-        Self::build(store, locality, config, Some(seed))
-    }
-
-    fn build(store: Store, locality: Locality, config: BalanceConfig, seed: Option<u64>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                store,
-                locality,
-                config,
-                seed,
-                pools: Mutex::default(),
-            }),
+    /// A [`PoolsBuilder`] over `store`, for the client's locality, the balancer settings or a
+    /// seed.
+    pub fn builder(store: Store) -> PoolsBuilder {
+        PoolsBuilder {
+            store,
+            locality: Locality::default(),
+            config: BalanceConfig::default(),
+            seed: None,
         }
     }
 
@@ -93,5 +134,30 @@ impl Pools {
     /// Every pool created so far.
     pub fn all(&self) -> Vec<EndpointPool> {
         self.inner.pools.lock().0.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use svc_core::store::StoreConfig;
+
+    use super::*;
+
+    #[test]
+    fn builders_set_their_own_option() {
+        let (store, _writer) = svc_core::store::store(StoreConfig::default());
+        let locality = Locality::new(Some("node-1"), Some("zone-a"));
+        let pools = Pools::builder(store.clone())
+            .locality(locality.clone())
+            .config(BalanceConfig::default().starvation_picks(7))
+            .seed(8)
+            .build();
+        assert_eq!(pools.inner.locality, locality);
+        assert_eq!(pools.inner.config.starvation_picks, 7);
+        assert_eq!(pools.inner.seed, Some(8));
+        let defaults = Pools::new(store);
+        assert_eq!(defaults.inner.locality, Locality::default());
+        assert_eq!(defaults.inner.config, BalanceConfig::default());
+        assert_eq!(defaults.inner.seed, None);
     }
 }

@@ -17,9 +17,8 @@ use tokio::time::Instant;
 use super::dns::Dns;
 use super::idle::IdleConns;
 use super::routed::SvcStream;
-use crate::balance::{BalanceConfig, EndpointPool, Pick, Pools};
+use crate::balance::{EndpointPool, Pick, Pools};
 use crate::error::{BoxError, ConnectFailed, TlsRequired};
-use crate::policy::Locality;
 use crate::target::{self, Target};
 
 #[derive(Clone, Debug)]
@@ -111,13 +110,9 @@ impl fmt::Debug for SvcConnector {
 
 impl SvcConnector {
     /// A connector over `store`, for a client with no known node or zone, with the default
-    /// [`BalanceConfig`].
+    /// [`BalanceConfig`](crate::balance::BalanceConfig).
     pub fn new(store: Store) -> Self {
-        Self::with_pools(Pools::new(
-            store,
-            Locality::default(),
-            BalanceConfig::default(),
-        ))
+        Self::with_pools(Pools::new(store))
     }
 
     /// A connector sharing `pools` (and so their load estimates and ejections) with other

@@ -14,9 +14,9 @@ use svc_core::store::PortRef;
 use svc_core::Store;
 
 use super::dns::Dns;
-use crate::balance::{BalanceConfig, Pools};
+use crate::balance::Pools;
 use crate::error::{BoxError, NoEndpoints, NoEndpointsReason};
-use crate::policy::{Locality, Scope};
+use crate::policy::Scope;
 use crate::target;
 
 /// A resolver for hyper-util's `HttpConnector`: Service names resolve to the addresses of
@@ -52,11 +52,7 @@ impl fmt::Debug for SvcResolver {
 impl SvcResolver {
     /// A resolver over `store`, with DNS from the system configuration for other names.
     pub fn new(store: Store) -> Self {
-        Self::with_pools(Pools::new(
-            store,
-            Locality::default(),
-            BalanceConfig::default(),
-        ))
+        Self::with_pools(Pools::new(store))
     }
 
     /// A resolver sharing `pools` with other users.
