@@ -11,8 +11,8 @@
 //! | a pod rejoins (serial) | its share of the next 150 | ≥ 0.20 |
 //!
 //! Why a correct balancer cannot fail these by chance:
-//! - svc-tower's picks are seeded (`Pools::builder(..).seed(..)`); svc-proxy seeds its own pools, and the
-//!   only randomness in a pick is the second candidate. The rest is timing.
+//! - svc-tower's picks are seeded (`Pools::builder(..).seed(..)`); svc-proxy seeds its own
+//!   pools, and the only randomness in a pick is the second candidate. The rest is timing.
 //! - Equal pods: a correct balancer spreads at least as evenly as choosing uniformly at
 //!   random (P2C never favours the endpoint with more requests in flight, and under serial
 //!   traffic the rotation gives exactly n/3 each). For uniform random choice over 3 pods, a
