@@ -146,18 +146,22 @@ mod tests {
     #[test]
     fn builders_set_their_own_option() {
         let (store, _writer) = svc_core::store::store(StoreConfig::default());
-        let locality = Locality::new(Some("node-1"), Some("zone-a"));
-        let pools = Pools::builder(store.clone())
-            .locality(locality.clone())
-            .config(BalanceConfig::default().starvation_picks(7))
+        let settings = |p: &Pools| {
+            (
+                p.inner.locality.clone(),
+                p.inner.config.clone(),
+                p.inner.seed,
+            )
+        };
+        let node = Locality::new(Some("node-1"), None);
+        let tuned = BalanceConfig::default().starvation_picks(7);
+        let built = Pools::builder(store.clone())
+            .locality(node.clone())
+            .config(tuned.clone())
             .seed(8)
             .build();
-        assert_eq!(pools.inner.locality, locality);
-        assert_eq!(pools.inner.config.starvation_picks, 7);
-        assert_eq!(pools.inner.seed, Some(8));
-        let defaults = Pools::new(store);
-        assert_eq!(defaults.inner.locality, Locality::default());
-        assert_eq!(defaults.inner.config, BalanceConfig::default());
-        assert_eq!(defaults.inner.seed, None);
+        assert_eq!(settings(&built), (node, tuned, Some(8)));
+        let defaults = (Locality::default(), BalanceConfig::default(), None);
+        assert_eq!(settings(&Pools::new(store)), defaults);
     }
 }
