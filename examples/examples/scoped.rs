@@ -100,12 +100,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
 }
 
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    examples::procfs::status_mib("self", "VmRSS")
 }
 
 /// One client: prints `ready <rss_mib> <p50_ms>` once it holds its state, then holds it until

@@ -1,5 +1,6 @@
 //! Shared helpers for the examples.
 
 pub mod grpc;
+pub mod procfs;
 pub mod rolling;
 pub mod spread;

@@ -178,21 +178,12 @@ impl ProxyProcess {
 
     /// VmHWM, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        self.status_mib("VmHWM:")
+        examples::procfs::status_mib(&self.pid.to_string(), "VmHWM")
     }
 
     /// VmRSS, in MiB.
     pub fn rss_mib(&self) -> f64 {
-        self.status_mib("VmRSS:")
-    }
-
-    fn status_mib(&self, field: &str) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
+        examples::procfs::status_mib(&self.pid.to_string(), "VmRSS")
     }
 
     pub async fn stop(mut self) {
