@@ -1,7 +1,8 @@
 //! HTTP-level tests: the kube source runs a real `kube::Client` against svc-testkit's fake
 //! API server, and the store must follow whatever the server does.
 
-use std::future::Future;
+mod common;
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,8 +13,7 @@ use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer, Kind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// A generous bound for things that normally take milliseconds; not a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(20);
+use common::{eventually, PATIENCE};
 
 struct Harness {
     store: Store,
@@ -44,17 +44,6 @@ fn start(server: &FakeApiServer, config: Config) -> Harness {
         tokio::spawn(run(server.client(), config, store.clone(), tx)),
     ];
     Harness { store, tasks }
-}
-
-async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn addrs(store: &Store, ns: &str, name: &str) -> Option<Vec<String>> {

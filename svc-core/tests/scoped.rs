@@ -1,7 +1,8 @@
 //! HTTP-level tests of scoped discovery, several sources on one store and typed source
 //! errors: the kube source runs a real `kube::Client` against svc-testkit's fake API server.
 
-use std::future::Future;
+mod common;
+
 use std::time::Duration;
 
 use k8s_openapi::api::rbac::v1::Role;
@@ -13,8 +14,7 @@ use svc_testkit::{endpoint_slice, service, EndpointSpec, FakeApiServer, Rbac};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// A generous bound for things that normally take milliseconds; not a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(20);
+use common::{eventually, PATIENCE};
 
 struct Harness {
     store: Store,
@@ -50,17 +50,6 @@ fn on_demand(idle: Duration) -> Config {
 
 fn scoped(scope: Scope) -> Config {
     Config::default().scope(scope)
-}
-
-async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `n` Services `svc-<i>` in `ns`, each with one ready endpoint.

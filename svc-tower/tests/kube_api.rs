@@ -19,6 +19,20 @@ fn slice(name: &str, b: &Backend, ready: bool) -> k8s_openapi::api::discovery::v
         .build()
 }
 
+/// A store fed by svc-core's Kubernetes source watching `api`, cluster-wide.
+fn watch_api(api: &FakeApiServer) -> svc_core::Store {
+    let (store, writer) = svc_core::store::store(StoreConfig::default());
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(writer.run(rx));
+    tokio::spawn(svc_core::source::kube::run(
+        api.client(),
+        Default::default(),
+        store.clone(),
+        tx,
+    ));
+    store
+}
+
 #[tokio::test]
 async fn readiness_flip_and_new_pod_through_the_api_server() {
     let api = FakeApiServer::start().await;
@@ -32,15 +46,7 @@ async fn readiness_flip_and_new_pod_through_the_api_server() {
     );
     api.apply_slice(slice("web-a", &b1, true));
 
-    let (store, writer) = svc_core::store::store(StoreConfig::default());
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(writer.run(rx));
-    tokio::spawn(svc_core::source::kube::run(
-        api.client(),
-        Default::default(),
-        store.clone(),
-        tx,
-    ));
+    let store = watch_api(&api);
     store.wait_until_ready().await;
 
     let pools = Pools::new(store.clone());
@@ -81,15 +87,7 @@ async fn forbidden_source_surfaces_as_not_synced_with_the_403() {
     api.set_rbac(Some(svc_testkit::Rbac::new(
         "system:serviceaccount:shop:app",
     )));
-    let (store, writer) = svc_core::store::store(StoreConfig::default());
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(writer.run(rx));
-    tokio::spawn(svc_core::source::kube::run(
-        api.client(),
-        Default::default(),
-        store.clone(),
-        tx,
-    ));
+    let store = watch_api(&api);
     let pools = Pools::new(store.clone());
     // A sync timeout far above the error grace: reaching it would give a timeout, not the 403.
     let client = BalanceLayer::<Body>::new(pools)
