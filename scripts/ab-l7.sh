@@ -10,11 +10,14 @@
 #   THREADS=1   svc-proxy's --threads (and haproxy's nbthread)
 #   SECS=5      per run
 #   HAPROXY=1   also measure haproxy (the harness's http frontend and backend settings)
+# OLD or NEW may be `floor:MODE` (hyper-proxy, hyper-serve, raw-h1): the l7-floor example
+# (FLOOR_BIN, default target/release/examples/l7-floor) in that mode, on the same backends.
 # Uses 127.230.0.0/24 only. Needs wrk, h2load, nginx, haproxy
 # (apt-get install wrk nghttp2-client nginx-light haproxy).
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-4} mode=${4:-http} conns=${5:-50}
 threads=${THREADS:-1} secs=${SECS:-5} hap=${HAPROXY:-1}
+floor_bin=${FLOOR_BIN:-target/release/examples/l7-floor}
 net=127.230.0
 work=$(mktemp -d)
 pids=()
@@ -68,14 +71,22 @@ EOF
 mkdir "$work/old" "$work/new"
 manifest "$net.1" >"$work/old/svc.yaml"
 manifest "$net.3" >"$work/new/svc.yaml"
-"$old" --manifests "$work/old/svc.yaml" --threads "$threads" --admin-addr "$net.1:9901" \
-  >"$work/old.log" 2>&1 &
-old_pid=$!
-pids+=("$old_pid")
-"$new" --manifests "$work/new/svc.yaml" --threads "$threads" --admin-addr "$net.3:9901" \
-  >"$work/new.log" 2>&1 &
-new_pid=$!
-pids+=("$new_pid")
+start() { # binary-or-floor:MODE name cluster-ip; sets started_pid
+  case "$1" in
+    floor:*)
+      "$floor_bin" "${1#floor:}" "$3:19999" "$net.11:18080,$net.12:18080,$net.13:18080" "$threads" \
+        >"$work/$2.log" 2>&1 & ;;
+    *)
+      "$1" --manifests "$work/$2/svc.yaml" --threads "$threads" --admin-addr "$3:9901" \
+        >"$work/$2.log" 2>&1 & ;;
+  esac
+  started_pid=$!
+  pids+=("$started_pid")
+}
+start "$old" old "$net.1"
+old_pid=$started_pid
+start "$new" new "$net.3"
+new_pid=$started_pid
 if [ "$hap" = 1 ]; then
   cat >"$work/haproxy.cfg" <<EOF
 global

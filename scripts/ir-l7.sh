@@ -8,9 +8,13 @@
 #   MODE=http|h2c (default http: h2load --h1 -c50; h2c: h2load -c50 -m10, HTTP/2 prior
 #   knowledge to an `appProtocol: http` port, HTTP/1.1 to the backends)
 #   N=20000 requests counted, after 2000 of warm-up
+#   SVC_PROXY_ARGS: extra flags for svc-proxy
+# A BINARY may be `floor:MODE` (hyper-proxy, hyper-serve, raw-h1): the l7-floor example
+# (FLOOR_BIN, default target/release/examples/l7-floor) in that mode, on the same backends.
 # Uses 127.234.0.0/24 only. Needs valgrind, h2load, nginx.
 set -euo pipefail
 mode=${MODE:-http} n=${N:-20000}
+floor_bin=${FLOOR_BIN:-target/release/examples/l7-floor}
 net=127.234.0
 work=$(mktemp -d)
 pids=()
@@ -64,11 +68,19 @@ load() { # requests
 }
 for bin in "$@"; do
   out="$work/callgrind.out"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --manifests "$work/svc.yaml" \
-    --threads 1 --admin-addr "$net.1:9901" >"$work/proxy.log" 2>&1 &
+  case "$bin" in
+    floor:*)
+      valgrind --tool=callgrind --callgrind-out-file="$out" "$floor_bin" "${bin#floor:}" \
+        "$net.1:19999" "$net.11:18080,$net.12:18080" 1 >"$work/proxy.log" 2>&1 &
+      ready="http://$net.1:19999/" ;;
+    *)
+      valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --manifests "$work/svc.yaml" \
+        --threads 1 --admin-addr "$net.1:9901" ${SVC_PROXY_ARGS:-} >"$work/proxy.log" 2>&1 &
+      ready="http://$net.1:9901/readyz" ;;
+  esac
   pid=$!
   for _ in $(seq 120); do
-    curl -s -o /dev/null "http://$net.1:9901/readyz" && break
+    curl -s -o /dev/null "$ready" && break
     sleep 0.5
   done
   load 2000 >/dev/null
@@ -79,6 +91,6 @@ for bin in "$@"; do
   kill "$pid"; wait "$pid" 2>/dev/null || true
   ir=$(grep -h '^summary:\|^totals:' "$out".* 2>/dev/null | awk '{print $2}' | sort -n | tail -1)
   python3 -c "print('%-40s %s %d requests (%s ok): %.0f instructions per request' % ('$bin', '$mode', $n, '$ok', $ir / $n))"
-  if [ -n "${KEEP:-}" ]; then cp "$out".1 "$KEEP.$(basename "$bin").$mode" 2>/dev/null || true; fi
+  if [ -n "${KEEP:-}" ]; then cp "$out".1 "$KEEP.$(basename "${bin/:/-}").$mode" 2>/dev/null || true; fi
   rm -f "$out" "$out".*
 done
