@@ -25,11 +25,13 @@ pub mod expect;
 pub mod head_clock;
 pub mod headers;
 pub mod io;
+pub mod main_first;
 pub mod service;
 mod tunnel;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +44,10 @@ use tower::Layer;
 
 use crate::cli::non_zero;
 use crate::metrics::WorkerEndpointMetrics;
+use crate::shutdown::Drain;
 use crate::target::{Mode, Target};
 use io::ResetOnCut;
+use main_first::{MainFirst, Polled};
 use service::{Proxy, RequestBody};
 
 /// Idle HTTP/1.1 connections kept per endpoint. Connections go back to the pool as soon as
@@ -163,15 +167,18 @@ async fn connection(
     tokio::pin!(overdue);
     let mut shutting_down = false;
     let result = loop {
-        tokio::select! {
-            r = conn.as_mut() => break r,
-            () = drain.signaled(), if !shutting_down => {
+        // The rare events are polled only when they wake the task (see `main_first`).
+        let rare = rare_event(drain, overdue.as_mut(), shutting_down);
+        tokio::pin!(rare);
+        match MainFirst::new(conn.as_mut(), rare).await {
+            Polled::Main(r) => break r,
+            Polled::Side(Rare::Shutdown) => {
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
             }
             // Dropping the connection drops its socket, which resets itself.
-            () = drain.cutting() => break Ok(()),
-            () = &mut overdue => {
+            Polled::Side(Rare::Cut) => break Ok(()),
+            Polled::Side(Rare::Overdue) => {
                 tracing::debug!(service = %target.service, %client, "no request head within the header read timeout; closing");
                 break Ok(());
             }
@@ -181,4 +188,26 @@ async fn connection(
         tracing::debug!(service = %target.service, %client, %error, "http connection ended with an error");
     }
     target.metrics.active.dec();
+}
+
+/// What, besides its own end, ends a client connection's wait.
+enum Rare {
+    /// Shutdown began: finish the request in flight, then close.
+    Shutdown,
+    /// The drain deadline passed: close now.
+    Cut,
+    /// No request head within the header read timeout.
+    Overdue,
+}
+
+async fn rare_event(
+    drain: &Drain,
+    overdue: Pin<&mut impl Future<Output = ()>>,
+    shutting_down: bool,
+) -> Rare {
+    tokio::select! {
+        () = drain.signaled(), if !shutting_down => Rare::Shutdown,
+        () = drain.cutting() => Rare::Cut,
+        () = overdue => Rare::Overdue,
+    }
 }
