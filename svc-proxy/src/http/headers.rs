@@ -13,18 +13,58 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TE,
 ];
 
+/// What one pass over a message's headers found: which hop-by-hop names it has and how many
+/// `Host` values. The proxy asks these questions of every message; each asked of the map on
+/// its own would cost a hash lookup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Bit `i` set: the message has `HOP_BY_HOP[i]`.
+    hop_by_hop: u8,
+    hosts: usize,
+}
+
+impl Scan {
+    /// Scans `headers`.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut scan = Scan::default();
+        // `iter` yields every value, so repeated `Host`s are counted.
+        for (name, _) in headers {
+            if let Some(i) = hop_by_hop_index(name) {
+                scan.hop_by_hop |= 1 << i;
+            } else if name == header::HOST {
+                scan.hosts += 1;
+            }
+        }
+        scan
+    }
+
+    /// How many `Host` values the message has.
+    pub fn hosts(&self) -> usize {
+        self.hosts
+    }
+
+    /// Whether the message has an `Upgrade` header.
+    pub fn has_upgrade(&self) -> bool {
+        self.hop_by_hop & (1 << UPGRADE_INDEX) != 0
+    }
+}
+
+/// `header::UPGRADE`'s place in [`HOP_BY_HOP`].
+const UPGRADE_INDEX: usize = 4;
+
 /// Removes the hop-by-hop headers of a message before it is forwarded: the standard ones and
 /// any that `Connection` names. `te: trailers` is the exception, kept (see
 /// [`asks_for_trailers`]).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first, since a removal costs a hash lookup per name: most
-    // requests carry no hop-by-hop header, most responses `Connection: keep-alive` alone.
-    let mut present = 0u8;
-    for name in headers.keys() {
-        if let Some(i) = hop_by_hop_index(name) {
-            present |= 1 << i;
-        }
-    }
+    strip_scanned(headers, Scan::of(headers));
+}
+
+/// [`strip_hop_by_hop`] with the message's [`Scan`] already made (it stays true when headers
+/// other than hop-by-hop ones were removed since).
+pub fn strip_scanned(headers: &mut HeaderMap, scan: Scan) {
+    // Most requests carry no hop-by-hop header, most responses `Connection: keep-alive` alone;
+    // a removal costs a hash lookup per name.
+    let present = scan.hop_by_hop;
     if present == 0 {
         return;
     }
@@ -113,6 +153,21 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-end"));
+    }
+
+    #[test]
+    fn the_scan_counts_hosts_and_sees_upgrade() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Scan::of(&h), Scan::default());
+        h.append(header::HOST, HeaderValue::from_static("a"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let one = Scan::of(&h);
+        assert_eq!((one.hosts(), one.has_upgrade()), (1, false));
+        h.append(header::HOST, HeaderValue::from_static("b"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let two = Scan::of(&h);
+        assert_eq!((two.hosts(), two.has_upgrade()), (2, true));
+        assert_eq!(HOP_BY_HOP[UPGRADE_INDEX], header::UPGRADE);
     }
 
     #[test]

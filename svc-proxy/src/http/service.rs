@@ -19,7 +19,7 @@ use svc_tower::layer::{Balance, Destination, NoFallback};
 use super::body::Counted;
 use super::expect::{expects_continue, ClientBody, Continue};
 use super::head_clock::HeadClock;
-use super::headers::strip_hop_by_hop;
+use super::headers::{strip_scanned, Scan};
 use crate::target::{Mode, Target};
 
 /// The request body sent upstream: the client's (held back until the endpoint asks for it,
@@ -193,17 +193,19 @@ impl Connection {
         if req.method() == http::Method::CONNECT {
             return error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
         }
+        let scan = Scan::of(req.headers());
         // RFC 9112 §3.2: which Host would the endpoint believe? Neither.
-        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        if scan.hosts() > 1 {
             return error(StatusCode::BAD_REQUEST, "more than one Host header\n");
         }
-        let upgrade = upgrade_of(req.headers()).filter(|_| req.version() == http::Version::HTTP_11);
+        let upgrade = upgrade_of(req.headers(), scan)
+            .filter(|_| req.version() == http::Version::HTTP_11);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        if upgrade.is_none() && req.headers().contains_key(header::UPGRADE) {
+        if upgrade.is_none() && scan.has_upgrade() {
             // An h2c upgrade is served as the plain HTTP/1.1 request it also is.
             req.headers_mut().remove(HTTP2_SETTINGS);
         }
-        strip_hop_by_hop(req.headers_mut());
+        strip_scanned(req.headers_mut(), scan);
         if let Some(protocol) = &upgrade {
             keep_upgrade(req.headers_mut(), protocol.clone());
         }
@@ -235,8 +237,9 @@ impl Connection {
             }
         };
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let resp_upgrade = upgrade_of(resp.headers());
-        strip_hop_by_hop(resp.headers_mut());
+        let scan = Scan::of(resp.headers());
+        let resp_upgrade = upgrade_of(resp.headers(), scan);
+        strip_scanned(resp.headers_mut(), scan);
         if let (true, Some(client_upgrade), Some(protocol)) =
             (upgraded, client_upgrade, resp_upgrade)
         {
@@ -277,8 +280,10 @@ const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 /// `Upgrade` header). `h2c` is never one: the proxy speaks HTTP/2 to clients itself (with prior
 /// knowledge), and RFC 9113 §3.1 retired the upgrade; a request offering only `h2c` is served
 /// as plain HTTP/1.1, and `h2c` is dropped from a list of offers.
-fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
-    // `Upgrade` first: almost no message has one, so this is one lookup per message.
+fn upgrade_of(headers: &HeaderMap, scan: Scan) -> Option<HeaderValue> {
+    if !scan.has_upgrade() {
+        return None;
+    }
     let protocol = without_h2c(headers.get(header::UPGRADE)?)?;
     let asks = headers
         .get_all(header::CONNECTION)
@@ -319,12 +324,12 @@ mod tests {
     fn upgrade_needs_both_headers() {
         let mut h = HeaderMap::new();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert_eq!(upgrade_of(&h), None);
+        assert_eq!(upgrade_of(&h, Scan::of(&h)), None);
         h.insert(
             header::CONNECTION,
             HeaderValue::from_static("keep-alive, Upgrade"),
         );
-        assert_eq!(upgrade_of(&h), Some(HeaderValue::from_static("websocket")));
+        assert_eq!(upgrade_of(&h, Scan::of(&h)), Some(HeaderValue::from_static("websocket")));
     }
 
     #[test]
@@ -335,8 +340,8 @@ mod tests {
             HeaderValue::from_static("Upgrade, HTTP2-Settings"),
         );
         h.insert(header::UPGRADE, HeaderValue::from_static("H2C"));
-        assert_eq!(upgrade_of(&h), None);
+        assert_eq!(upgrade_of(&h, Scan::of(&h)), None);
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c, websocket"));
-        assert_eq!(upgrade_of(&h), Some(HeaderValue::from_static("websocket")));
+        assert_eq!(upgrade_of(&h, Scan::of(&h)), Some(HeaderValue::from_static("websocket")));
     }
 }
