@@ -198,8 +198,8 @@ impl Connection {
         if scan.hosts() > 1 {
             return error(StatusCode::BAD_REQUEST, "more than one Host header\n");
         }
-        let upgrade = upgrade_of(req.headers(), scan)
-            .filter(|_| req.version() == http::Version::HTTP_11);
+        let upgrade =
+            upgrade_of(req.headers(), scan).filter(|_| req.version() == http::Version::HTTP_11);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         if upgrade.is_none() && scan.has_upgrade() {
             // An h2c upgrade is served as the plain HTTP/1.1 request it also is.
@@ -329,7 +329,10 @@ mod tests {
             header::CONNECTION,
             HeaderValue::from_static("keep-alive, Upgrade"),
         );
-        assert_eq!(upgrade_of(&h, Scan::of(&h)), Some(HeaderValue::from_static("websocket")));
+        assert_eq!(
+            upgrade_of(&h, Scan::of(&h)),
+            Some(HeaderValue::from_static("websocket"))
+        );
     }
 
     #[test]
@@ -342,6 +345,9 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("H2C"));
         assert_eq!(upgrade_of(&h, Scan::of(&h)), None);
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c, websocket"));
-        assert_eq!(upgrade_of(&h, Scan::of(&h)), Some(HeaderValue::from_static("websocket")));
+        assert_eq!(
+            upgrade_of(&h, Scan::of(&h)),
+            Some(HeaderValue::from_static("websocket"))
+        );
     }
 }

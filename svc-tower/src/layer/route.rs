@@ -85,13 +85,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
+type ConnsByEndpoint<B> =
+    HashMap<SocketAddr, Arc<EndpointConns<Watched<B>>>, foldhash::fast::RandomState>;
+
 /// One Service port, as reached by one authority.
 pub(crate) struct Route<B> {
     pub(crate) pool: EndpointPool,
     /// The protocol the port's `appProtocol` asks for.
     pub(crate) proto_hint: Option<Proto>,
     eligible: watch::Receiver<Arc<[SocketAddr]>>,
-    conns: RwLock<HashMap<SocketAddr, Arc<EndpointConns<Watched<B>>>>>,
+    /// Looked up on every request; foldhash, since SipHash cost more than the lookup's lock
+    /// (the keys are endpoint addresses from the API server, not attacker-chosen).
+    conns: RwLock<ConnsByEndpoint<B>>,
     config: Arc<Config>,
     _pruner: AbortOnDrop,
 }
