@@ -1,11 +1,13 @@
 //! The per-request proxy service of HTTP mode.
 
+use std::future::{ready, Future, Ready};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures::{future, FutureExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -91,14 +93,15 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
         self.clock.request(req.version());
         // Made here, so that a request abandoned before its response also ends.
         let in_flight = InFlight(self.clone());
-        Box::pin(async move {
-            let resp = in_flight.0.proxy(req).await;
+        // `map`, not an `async` block: the boxed future is then the proxying future itself,
+        // not a copy of it next to the block's own state.
+        Box::pin(self.clone().proxy(req).map(move |resp| {
             in_flight.0.target.metrics.request(resp.status());
             Ok(resp.map(|inner| ResponseBody {
                 inner,
                 _in_flight: in_flight,
             }))
-        })
+        }))
     }
 }
 
@@ -188,15 +191,26 @@ fn failed_endpoint(e: &BoxError) -> Option<SocketAddr> {
     }
 }
 
-impl Connection {
-    async fn proxy(&self, mut req: Request<Incoming>) -> Response<Body> {
+impl Proxy {
+    /// Proxies one request. The checks and header rewrites run now; the future holds only
+    /// the request as it will be sent (see `svc_tower`'s `send` for why that matters).
+    fn proxy(
+        self,
+        mut req: Request<Incoming>,
+    ) -> future::Either<Ready<Response<Body>>, impl Future<Output = Response<Body>> + Send> {
         if req.method() == http::Method::CONNECT {
-            return error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
+            return future::Either::Left(ready(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not proxied\n",
+            )));
         }
         let scan = Scan::of(req.headers());
         // RFC 9112 §3.2: which Host would the endpoint believe? Neither.
         if scan.hosts() > 1 {
-            return error(StatusCode::BAD_REQUEST, "more than one Host header\n");
+            return future::Either::Left(ready(error(
+                StatusCode::BAD_REQUEST,
+                "more than one Host header\n",
+            )));
         }
         let upgrade =
             upgrade_of(req.headers(), scan).filter(|_| req.version() == http::Version::HTTP_11);
@@ -214,9 +228,8 @@ impl Connection {
         let decision = (self.mode == Mode::Http
             && expects_continue(req.version(), req.headers(), req.body()))
         .then(Arc::<Continue>::default);
-        let metrics = &self.target.metrics;
-        let mut req = req
-            .map(|body| Counted::new(ClientBody::new(body, decision.clone()), metrics.rx.clone()));
+        let rx = self.target.metrics.rx.clone();
+        let mut req = req.map(|body| Counted::new(ClientBody::new(body, decision.clone()), rx));
         if let Some(d) = &decision {
             let d = d.clone();
             hyper::ext::on_informational(&mut req, move |informational| {
@@ -225,35 +238,40 @@ impl Connection {
                 }
             });
         }
-        let sent = self.balance.send_to(req, &self.destination).await;
-        if let Some(d) = &decision {
-            d.close();
-        }
-        let mut resp = match sent {
-            Ok(resp) => resp,
-            Err(e) => {
-                self.log_failure(&e);
-                return error_response(&e);
+        future::Either::Right(async move {
+            let sent = self.balance.send_to(req, &self.destination).await;
+            if let Some(d) = &decision {
+                d.close();
             }
-        };
-        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let scan = Scan::of(resp.headers());
-        let resp_upgrade = upgrade_of(resp.headers(), scan);
-        strip_scanned(resp.headers_mut(), scan);
-        if let (true, Some(client_upgrade), Some(protocol)) =
-            (upgraded, client_upgrade, resp_upgrade)
-        {
-            keep_upgrade(resp.headers_mut(), protocol);
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            self.target.ctx.drain.spawn(super::tunnel::tunnel(
-                self.target.clone(),
-                client_upgrade,
-                upstream_upgrade,
-            ));
-        }
-        resp.map(|b| Either::Left(Counted::new(b, metrics.tx.clone())))
+            let mut resp = match sent {
+                Ok(resp) => resp,
+                Err(e) => {
+                    self.log_failure(&e);
+                    return error_response(&e);
+                }
+            };
+            let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let scan = Scan::of(resp.headers());
+            let resp_upgrade = upgrade_of(resp.headers(), scan);
+            strip_scanned(resp.headers_mut(), scan);
+            if let (true, Some(client_upgrade), Some(protocol)) =
+                (upgraded, client_upgrade, resp_upgrade)
+            {
+                keep_upgrade(resp.headers_mut(), protocol);
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                self.target.ctx.drain.spawn(super::tunnel::tunnel(
+                    self.target.clone(),
+                    client_upgrade,
+                    upstream_upgrade,
+                ));
+            }
+            let tx = self.target.metrics.tx.clone();
+            resp.map(|b| Either::Left(Counted::new(b, tx)))
+        })
     }
+}
 
+impl Connection {
     /// Failures of endpoints at WARN, at most one line per endpoint per interval; the rest
     /// (no endpoints, bad requests) at debug.
     fn log_failure(&self, e: &BoxError) {

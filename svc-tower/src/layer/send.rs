@@ -2,9 +2,11 @@
 //! put the request in the form the connection's protocol wants, and retry or report as the
 //! outcome says.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::future::Either;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
@@ -31,14 +33,20 @@ fn service_authority(dest: &Destination) -> Result<Authority, MissingAuthority> 
         .map_err(|_| MissingAuthority)
 }
 
-pub(super) async fn send<B>(
-    config: &Config,
+/// Sends `req` to an endpoint of `route`, retrying as the outcome allows.
+///
+/// Not an `async fn`: the request is put in its sent form before the future is made, so that
+/// the future holds it once. An `async fn` keeps its arguments for its whole life next to
+/// what it makes of them, and this future is moved (whole) into each future that awaits it:
+/// at 2 KiB it was the largest part of every request's state.
+pub(super) fn send<'a, B>(
+    config: &'a Config,
     route: Arc<Route<B>>,
     req: Request<B>,
     authority: Option<Authority>,
     scheme: Scheme,
-    dest: Option<&Destination>,
-) -> Result<Response<Incoming>, BoxError>
+    dest: Option<&'a Destination>,
+) -> impl Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'a
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
@@ -47,7 +55,7 @@ where
     // The layer's own connections are cleartext (HTTP/1.1 and h2c): an `https://` request
     // would otherwise leave unencrypted to a pod that expects TLS.
     if scheme != Scheme::HTTP {
-        return Err(TlsRequired::new(req.uri()).into());
+        return Either::Left(std::future::ready(Err(TlsRequired::new(req.uri()).into())));
     }
     // `detect`: the protocol comes from the port's appProtocol, which an endpoint may not
     // live up to (an HTTP/1.1 pod behind an h2c port); see `EndpointConns::sender`.
@@ -62,101 +70,103 @@ where
     let (parts, body) = req.into_parts();
     let (body, progress) = Watched::new(body);
     let mut req = Request::from_parts(parts, body);
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    let (mut attempts, mut stale_retries, mut fresh) = (0, 0, false);
-    loop {
-        attempts += 1;
-        let pick = route.pool.pick_excluding(client, &tried)?;
-        let addr = pick.addr;
-        if let Some(d) = dest {
-            d.picked(addr);
-        }
-        let failed = |pick: crate::balance::Pick| {
-            pick.failure();
+    Either::Right(async move {
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let (mut attempts, mut stale_retries, mut fresh) = (0, 0, false);
+        loop {
+            attempts += 1;
+            let pick = route.pool.pick_excluding(client, &tried)?;
+            let addr = pick.addr;
             if let Some(d) = dest {
-                d.failed(addr);
+                d.picked(addr);
             }
-        };
-        let conns = route.conns(addr);
-        let sender = conns.sender(proto, detect, fresh).await;
-        let sender = match sender {
-            Ok(s) => s,
-            Err(error) => {
-                failed(pick);
-                tracing::debug!(endpoint = %addr, %error, attempts, "connect failed");
-                if attempts >= config.max_attempts {
-                    return Err(ConnectFailed::new(addr, attempts, into_io(error)).into());
+            let failed = |pick: crate::balance::Pick| {
+                pick.failure();
+                if let Some(d) = dest {
+                    d.failed(addr);
                 }
-                tried.push(addr);
-                fresh = false;
-                continue;
-            }
-        };
-        prepare(&mut req, sender.proto(), authority.as_ref(), &scheme, dest)?;
-        // The RTT sample covers the request only, not connection setup (as with tower's
-        // PeakEwma behind a reconnecting service).
-        let start = Instant::now();
-        let sent = sender.send(req, &conns);
-        let sent = match config.response_timeout {
-            None => sent.await,
-            Some(timeout) => {
-                // Counted from the end of the request body: a slow upload is not the
-                // endpoint's delay. Dropping `sent` abandons the request, and hyper closes its
-                // connection.
-                let deadline = async {
-                    // Without a body the request was sent whole at `start`: no clock read.
-                    let at = match &progress {
-                        Some(p) => {
-                            p.ended().await;
-                            Instant::now() + timeout
-                        }
-                        None => start + timeout,
+            };
+            let conns = route.conns(addr);
+            let sender = conns.sender(proto, detect, fresh).await;
+            let sender = match sender {
+                Ok(s) => s,
+                Err(error) => {
+                    failed(pick);
+                    tracing::debug!(endpoint = %addr, %error, attempts, "connect failed");
+                    if attempts >= config.max_attempts {
+                        return Err(ConnectFailed::new(addr, attempts, into_io(error)).into());
+                    }
+                    tried.push(addr);
+                    fresh = false;
+                    continue;
+                }
+            };
+            prepare(&mut req, sender.proto(), authority.as_ref(), &scheme, dest)?;
+            // The RTT sample covers the request only, not connection setup (as with tower's
+            // PeakEwma behind a reconnecting service).
+            let start = Instant::now();
+            let sent = sender.send(req, &conns);
+            let sent = match config.response_timeout {
+                None => sent.await,
+                Some(timeout) => {
+                    // Counted from the end of the request body: a slow upload is not the
+                    // endpoint's delay. Dropping `sent` abandons the request, and hyper closes its
+                    // connection.
+                    let deadline = async {
+                        // Without a body the request was sent whole at `start`: no clock read.
+                        let at = match &progress {
+                            Some(p) => {
+                                p.ended().await;
+                                Instant::now() + timeout
+                            }
+                            None => start + timeout,
+                        };
+                        tokio::time::sleep_until(at).await;
                     };
-                    tokio::time::sleep_until(at).await;
-                };
-                tokio::select! {
-                    biased;
-                    sent = sent => sent,
-                    () = deadline => {
-                        failed(pick);
-                        return Err(ResponseTimeout { endpoint: addr, timeout }.into());
+                    tokio::select! {
+                        biased;
+                        sent = sent => sent,
+                        () = deadline => {
+                            failed(pick);
+                            return Err(ResponseTimeout { endpoint: addr, timeout }.into());
+                        }
                     }
                 }
-            }
-        };
-        match sent {
-            Sent::Response(response) => {
-                if config.eject_on_5xx && response.status().is_server_error() {
-                    failed(pick);
-                } else {
-                    pick.success(start.elapsed());
+            };
+            match sent {
+                Sent::Response(response) => {
+                    if config.eject_on_5xx && response.status().is_server_error() {
+                        failed(pick);
+                    } else {
+                        pick.success(start.elapsed());
+                    }
+                    return Ok(response);
                 }
-                return Ok(response);
-            }
-            Sent::Retry(_, error) | Sent::Failed(error)
-                if progress.as_ref().is_some_and(|p| p.failed()) =>
-            {
-                // The caller's body broke (a client's malformed chunk, say): the endpoint did
-                // nothing wrong, so the pick is dropped unreported.
-                drop(pick);
-                return Err(RequestBodyFailed::new(addr, error).into());
-            }
-            Sent::Retry(r, error) if stale_retries < 2 => {
-                // The kept-alive connection closed before the request went out: nothing
-                // reached the server, so send it again on a new connection.
-                tracing::debug!(endpoint = %addr, %error, "retrying on a new connection");
-                stale_retries += 1;
-                attempts -= 1;
-                fresh = true;
-                req = r;
-                drop(pick);
-            }
-            Sent::Retry(_, error) | Sent::Failed(error) => {
-                failed(pick);
-                return Err(RequestFailed::new(addr, error).into());
+                Sent::Retry(_, error) | Sent::Failed(error)
+                    if progress.as_ref().is_some_and(|p| p.failed()) =>
+                {
+                    // The caller's body broke (a client's malformed chunk, say): the endpoint did
+                    // nothing wrong, so the pick is dropped unreported.
+                    drop(pick);
+                    return Err(RequestBodyFailed::new(addr, error).into());
+                }
+                Sent::Retry(r, error) if stale_retries < 2 => {
+                    // The kept-alive connection closed before the request went out: nothing
+                    // reached the server, so send it again on a new connection.
+                    tracing::debug!(endpoint = %addr, %error, "retrying on a new connection");
+                    stale_retries += 1;
+                    attempts -= 1;
+                    fresh = true;
+                    req = r;
+                    drop(pick);
+                }
+                Sent::Retry(_, error) | Sent::Failed(error) => {
+                    failed(pick);
+                    return Err(RequestFailed::new(addr, error).into());
+                }
             }
         }
-    }
+    })
 }
 
 fn into_io(error: BoxError) -> std::io::Error {
