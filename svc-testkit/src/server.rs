@@ -106,7 +106,7 @@ impl FakeApiServer {
             addr: requested,
             source,
         };
-        let listener = TcpListener::bind(requested).await.map_err(bind_err)?;
+        let listener = bind_outside_ephemeral_range().await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
         let shared = Arc::new(Shared::default());
         let running = Running::spawn(listener, &shared);
@@ -428,4 +428,39 @@ async fn serve(
         }
     }
     tracing::debug!("fake API server stopped");
+}
+
+/// Binds `127.0.0.1` on a random port below the kernel's ephemeral range (20000 up to it).
+///
+/// `bind(0)` picks a port from the ephemeral range, and while a test has the server
+/// [stopped](Server::stop) any client may get that port as its source port: a client retrying
+/// `127.0.0.1:P` during the outage can even connect to itself (TCP simultaneous open), and
+/// then [`Server::start_again`] cannot bind `P` (it failed so once, under load). Falls back to
+/// `bind(0)` when the range below is too small or every try is taken.
+async fn bind_outside_ephemeral_range() -> std::io::Result<TcpListener> {
+    use std::hash::{BuildHasher, Hasher};
+    const FROM: u16 = 20_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > FROM + 1_000 {
+        let span = u64::from(ephemeral_low - FROM);
+        let mut seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        for _ in 0..64 {
+            // xorshift64: enough to spread tries over the span.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let port = FROM + u16::try_from(seed % span).unwrap_or(0);
+            match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+                Ok(listener) => return Ok(listener),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await
 }

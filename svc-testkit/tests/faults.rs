@@ -237,3 +237,34 @@ async fn stop_and_start_again_keep_the_state() {
         2
     );
 }
+
+/// The server's port is below the kernel's ephemeral range, so that no client can hold it as
+/// a source port (or connect to itself on it) while a test has the server stopped, and a
+/// restart always gets its port back.
+#[tokio::test]
+async fn the_port_is_outside_the_ephemeral_range_and_survives_self_connect_attempts() {
+    let (server, _api) = setup().await;
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        low > 21_000,
+        "this check needs the default range, not {low}"
+    );
+    let port = server.addr().port();
+    assert!(
+        (20_000..low).contains(&port),
+        "port {port}, ephemeral from {low}"
+    );
+    server.stop().await;
+    // During the outage, many clients try the address (as a watcher retrying does).
+    for _ in 0..2_000 {
+        let _ = tokio::net::TcpStream::connect(server.addr()).await;
+    }
+    server.start_again().await.unwrap();
+    tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+}
