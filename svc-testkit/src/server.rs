@@ -433,10 +433,10 @@ async fn serve(
 /// Binds `127.0.0.1` on a random port below the kernel's ephemeral range (20000 up to it).
 ///
 /// `bind(0)` picks a port from the ephemeral range, and while a test has the server
-/// [stopped](Server::stop) any client may get that port as its source port: a client retrying
-/// `127.0.0.1:P` during the outage can even connect to itself (TCP simultaneous open), and
-/// then [`Server::start_again`] cannot bind `P` (it failed so once, under load). Falls back to
-/// `bind(0)` when the range below is too small or every try is taken.
+/// [stopped](FakeApiServer::stop) any client may get that port as its source port: a client
+/// retrying `127.0.0.1:P` during the outage can even connect to itself (TCP simultaneous
+/// open), and then [`FakeApiServer::start_again`] cannot bind `P` (it failed so once, under
+/// load). Falls back to `bind(0)` when the range below is too small or every try is taken.
 async fn bind_outside_ephemeral_range() -> std::io::Result<TcpListener> {
     use std::hash::{BuildHasher, Hasher};
     const FROM: u16 = 20_000;
