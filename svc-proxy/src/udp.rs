@@ -202,10 +202,12 @@ impl Listener {
         }
         match self.open(socket, client) {
             Ok(flow) => {
-                flow.forward(data, self.clock, &self.target);
-                self.flows.insert(client, flow);
+                // Counted before the first datagram leaves: its answer can reach the client
+                // (and a scrape can follow) before this thread runs another instruction.
                 self.target.metrics.connections.inc();
                 self.target.metrics.active.inc();
+                flow.forward(data, self.clock, &self.target);
+                self.flows.insert(client, flow);
             }
             Err(why) => self.target.metrics.udp_dropped(why),
         }
