@@ -202,8 +202,9 @@ impl Listener {
         }
         match self.open(socket, client) {
             Ok(flow) => {
-                // Counted before the first datagram leaves: its answer can reach the client
-                // (and a scrape can follow) before this thread runs another instruction.
+                // Counted before the first datagram leaves, as TCP counts before connecting:
+                // the flow's relay may run on another worker and deliver the answer (and a
+                // scrape may follow) before this thread gets past `forward`.
                 self.target.metrics.connections.inc();
                 self.target.metrics.active.inc();
                 flow.forward(data, self.clock, &self.target);
