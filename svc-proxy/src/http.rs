@@ -25,7 +25,6 @@ pub mod expect;
 pub mod head_clock;
 pub mod headers;
 pub mod io;
-pub mod main_first;
 pub mod service;
 mod tunnel;
 
@@ -39,6 +38,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use svc_tower::balance::Pools;
 use svc_tower::layer::{Balance, BalanceLayer, Destination, HttpVersion, NoFallback};
+use svc_tower::main_first::{MainFirst, Polled};
 use tokio::net::TcpStream;
 use tower::Layer;
 
@@ -47,7 +47,6 @@ use crate::metrics::WorkerEndpointMetrics;
 use crate::shutdown::Drain;
 use crate::target::{Mode, Target};
 use io::ResetOnCut;
-use main_first::{MainFirst, Polled};
 use service::{Proxy, RequestBody};
 
 /// Idle HTTP/1.1 connections kept per endpoint. Connections go back to the pool as soon as
@@ -167,7 +166,7 @@ async fn connection(
     tokio::pin!(overdue);
     let mut shutting_down = false;
     let result = loop {
-        // The rare events are polled only when they wake the task (see `main_first`).
+        // The rare events are polled only when they wake the task (see `svc_tower::main_first`).
         let rare = rare_event(drain, overdue.as_mut(), shutting_down);
         tokio::pin!(rare);
         match MainFirst::new(conn.as_mut(), rare).await {

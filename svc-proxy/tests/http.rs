@@ -194,19 +194,7 @@ async fn no_ready_endpoint_gives_503() {
         ),
     );
     eventually("503 once no endpoint is ready", || async {
-        let out = run(
-            "curl",
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "http://127.44.0.1/",
-            ],
-        )
-        .await;
-        (String::from_utf8_lossy(&out.stdout) == "503").then_some(())
+        (curl_status("http://127.44.0.1/", &[]).await == 503).then_some(())
     })
     .await;
     proxy.stop().await.unwrap();

@@ -216,26 +216,23 @@ async fn a_backend_that_never_answers_gets_504_and_counts_as_an_endpoint_error()
         &["--upstream-response-timeout", "1s", "--metrics-endpoints"],
     )
     .await;
-    let out = run(
-        "curl",
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "25",
-            "http://127.150.0.1/",
-        ],
-    )
-    .await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "504");
+    let status = curl_status("http://127.150.0.1/", &["--max-time", "25"]).await;
+    assert_eq!(status, 504);
     assert_eq!(requests_seen(&seen), 1);
     assert_eq!(endpoint_errors(&proxy, "127.150.0.11:8080").await, 1.0);
     // The abandoned request's connection is closed, not left to the silent backend.
     eventually("the upstream connection is closed", || async {
         (seen.lock().closed == 1).then_some(())
+    })
+    .await;
+    // A request with a body is timed from the end of its body (the connection keeps the
+    // deadline of bodyless requests only): it gets its 504 too.
+    let body = ["--max-time", "25", "--data-binary", "a body"];
+    assert_eq!(curl_status("http://127.150.0.1/", &body).await, 504);
+    assert_eq!(requests_seen(&seen), 2);
+    assert_eq!(endpoint_errors(&proxy, "127.150.0.11:8080").await, 2.0);
+    eventually("the second upstream connection is closed", || async {
+        (seen.lock().closed == 2).then_some(())
     })
     .await;
     proxy.stop().await.unwrap();

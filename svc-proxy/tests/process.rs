@@ -8,19 +8,7 @@ use common::*;
 use tokio::net::TcpStream;
 
 async fn admin_status(admin: &str, path: &str) -> u16 {
-    let out = run(
-        "curl",
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{admin}{path}"),
-        ],
-    )
-    .await;
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    curl_status(&format!("http://{admin}{path}"), &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

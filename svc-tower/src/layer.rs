@@ -92,6 +92,7 @@
 
 mod body;
 mod conn;
+mod deadline;
 mod destination;
 mod future;
 mod limit;

@@ -165,6 +165,7 @@ pub mod error;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 pub mod layer;
+pub mod main_first;
 pub mod policy;
 mod target;
 

@@ -57,6 +57,47 @@ async fn a_silent_endpoint_times_out_is_reported_and_its_connection_closed() {
     eventually("the abandoned connection is closed", || b.open() == 0).await;
 }
 
+/// The response timeout is each request's own: requests answered in time on one kept-alive
+/// connection never time out, though together they outlast the timeout many times over (the
+/// connection keeps one deadline for all of them), and the next one left unanswered does.
+#[tokio::test]
+async fn each_request_on_a_kept_alive_connection_gets_the_whole_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(1000);
+    let b = Arc::new(Backend::start([127, 168, 3, 1]).await);
+    let (_writer, store) = store(service([127, 168, 3, 100], None), &[b.addr]);
+    let (layer, destination, failures) = layer(&store);
+    let client = layer.response_timeout(Some(TIMEOUT)).layer(NoFallback);
+    for _ in 0..3 {
+        // Held for half the timeout, then answered.
+        let backend = b.clone();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(TIMEOUT / 2).await;
+            backend.release_one();
+        });
+        let response = client
+            .send_to(get("http://web.shop/hold"), &destination)
+            .await
+            .expect("answered within the timeout");
+        assert_eq!(text(response).await, b.addr.to_string());
+        release.await.unwrap();
+    }
+    // A request without the wait: the clock does not carry over from the held ones.
+    let response = client
+        .send_to(get("http://web.shop/"), &destination)
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, b.addr.to_string());
+    assert_eq!(b.accepted(), 1, "all on one kept-alive connection");
+    assert_eq!(failures.0.lock().get(&b.addr), None);
+    let error = client
+        .send_to(get("http://web.shop/hold"), &destination)
+        .await
+        .expect_err("no answer");
+    assert!(error.downcast_ref::<ResponseTimeout>().is_some(), "{error}");
+    assert_eq!(failures.0.lock().get(&b.addr), Some(&1));
+    eventually("the timed-out connection is closed", || b.open() == 0).await;
+}
+
 /// A kept-alive HTTP/1.1 connection unused for the pool idle timeout is closed; the next
 /// request opens a new one.
 #[tokio::test]

@@ -156,6 +156,15 @@ impl Drop for Proxy {
     }
 }
 
+/// The status curl got for `url` (0 when it got none), with `extra` flags before the URL.
+pub async fn curl_status(url: &str, extra: &[&str]) -> u16 {
+    let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = run("curl", &args).await;
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or panics after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

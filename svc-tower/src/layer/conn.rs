@@ -17,8 +17,10 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::deadline::ResponseDeadline;
 use super::Config;
 use crate::error::BoxError;
+use crate::main_first::{MainFirst, Polled};
 
 type Request<B> = http::Request<B>;
 type Response = http::Response<Incoming>;
@@ -32,8 +34,15 @@ pub(crate) enum Proto {
 
 /// A connection ready for one request.
 pub(crate) enum Sender<B> {
-    Http1(http1::SendRequest<B>),
+    Http1(Http1Conn<B>),
     Http2(http2::SendRequest<B>),
+}
+
+/// An HTTP/1.1 connection: its sender, and the response deadline it keeps for requests
+/// without a body (when there is a response timeout).
+pub(crate) struct Http1Conn<B> {
+    send: http1::SendRequest<B>,
+    deadline: Option<Arc<ResponseDeadline>>,
 }
 
 /// How sending went.
@@ -42,6 +51,8 @@ pub(crate) enum Sent<B> {
     /// The connection closed before the request was written: it is given back to be retried.
     Retry(Request<B>, hyper::Error),
     Failed(hyper::Error),
+    /// The connection timed the request out: no response head within this timeout.
+    Overdue(std::time::Duration),
 }
 
 impl<B> Sender<B> {
@@ -51,6 +62,17 @@ impl<B> Sender<B> {
             Sender::Http2(_) => Proto::Http2,
         }
     }
+
+    /// Whether the connection times a request without a body itself (see `deadline`).
+    pub(crate) fn keeps_deadline(&self) -> bool {
+        matches!(
+            self,
+            Sender::Http1(Http1Conn {
+                deadline: Some(_),
+                ..
+            })
+        )
+    }
 }
 
 impl<B> Sender<B>
@@ -59,15 +81,33 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(crate) async fn send(mut self, req: Request<B>, conns: &EndpointConns<B>) -> Sent<B> {
+    /// Sends `req`. With `sent_at` (when [`Sender::keeps_deadline`]: `req` has no body), the
+    /// connection times the response head from then.
+    pub(crate) async fn send(
+        mut self,
+        req: Request<B>,
+        conns: &EndpointConns<B>,
+        sent_at: Option<Instant>,
+    ) -> Sent<B> {
         let result = match &mut self {
-            Sender::Http1(s) => s.try_send_request(req).await,
+            Sender::Http1(Http1Conn {
+                send,
+                deadline: Some(deadline),
+            }) if sent_at.is_some() => {
+                let armed = deadline.arm(sent_at.unwrap_or_else(Instant::now));
+                let result = send.try_send_request(req).await;
+                if armed.was_overdue() {
+                    return Sent::Overdue(deadline.timeout());
+                }
+                result
+            }
+            Sender::Http1(c) => c.send.try_send_request(req).await,
             Sender::Http2(s) => s.try_send_request(req).await,
         };
         // An HTTP/1 connection goes back to the pool once the response head is in; it is
         // ready again when the body has been read.
-        if let Sender::Http1(s) = self {
-            conns.put_http1(s);
+        if let Sender::Http1(c) = self {
+            conns.put_http1(c);
         }
         match result {
             Ok(response) => Sent::Response(response),
@@ -91,7 +131,7 @@ pub(crate) struct EndpointConns<B> {
     /// Serialises HTTP/2 connects, so that a burst of requests opens one connection.
     h2_connect: tokio::sync::Mutex<()>,
     /// Kept-alive HTTP/1.1 connections, each with when it was last seen in use.
-    h1: Mutex<Vec<(http1::SendRequest<B>, Instant)>>,
+    h1: Mutex<Vec<(Http1Conn<B>, Instant)>>,
     /// Whether the endpoint speaks HTTP/2, once asked.
     h2_probe: tokio::sync::OnceCell<bool>,
 }
@@ -164,7 +204,7 @@ where
                 None => Box::pin(self.connect_http2()).await.map(Sender::Http2),
             },
             Proto::Http1 => match (!fresh).then(|| self.idle_http1()).flatten() {
-                Some(s) => Ok(Sender::Http1(s)),
+                Some(c) => Ok(Sender::Http1(c)),
                 None => Box::pin(self.connect_http1()).await.map(Sender::Http1),
             },
         }
@@ -200,27 +240,27 @@ where
         Ok(*probe.await?)
     }
 
-    fn idle_http1(&self) -> Option<http1::SendRequest<B>> {
+    fn idle_http1(&self) -> Option<Http1Conn<B>> {
         let mut pool = self.h1.lock();
         // From the top, the most recently used first; connections still reading a response
         // body stay (they are ready again once it is read), closed ones go.
         let mut i = pool.len();
         while i > 0 {
             i -= 1;
-            if pool[i].0.is_ready() {
+            if pool[i].0.send.is_ready() {
                 return Some(pool.swap_remove(i).0);
             }
-            if pool[i].0.is_closed() {
+            if pool[i].0.send.is_closed() {
                 pool.swap_remove(i);
             }
         }
         None
     }
 
-    fn put_http1(&self, sender: http1::SendRequest<B>) {
+    fn put_http1(&self, conn: Http1Conn<B>) {
         let mut pool = self.h1.lock();
-        if !sender.is_closed() && pool.len() < self.config.max_idle_per_endpoint {
-            pool.push((sender, Instant::now()));
+        if !conn.send.is_closed() && pool.len() < self.config.max_idle_per_endpoint {
+            pool.push((conn, Instant::now()));
         }
     }
 
@@ -230,11 +270,11 @@ where
     pub(crate) fn close_idle(&self, now: Instant, timeout: std::time::Duration) {
         let mut pool = self.h1.lock();
         let before = pool.len();
-        pool.retain_mut(|(sender, since)| {
-            if sender.is_closed() {
+        pool.retain_mut(|(conn, since)| {
+            if conn.send.is_closed() {
                 return false;
             }
-            if !sender.is_ready() {
+            if !conn.send.is_ready() {
                 *since = now;
                 return true;
             }
@@ -246,20 +286,39 @@ where
         }
     }
 
-    async fn connect_http1(&self) -> Result<http1::SendRequest<B>, BoxError> {
+    async fn connect_http1(&self) -> Result<Http1Conn<B>, BoxError> {
         let io = self.connect().await?;
         // One flat buffer per write (head and small body copied together) is cheaper in the
         // kernel than `writev` with an iovec each, for the small requests that dominate.
-        let (sender, conn) = http1::Builder::new().writev(false).handshake(io).await?;
+        let (send, conn) = http1::Builder::new().writev(false).handshake(io).await?;
+        let deadline = self
+            .config
+            .response_timeout
+            .map(|timeout| Arc::new(ResponseDeadline::new(timeout)));
         let addr = self.addr;
+        let watched = deadline.clone();
         tokio::spawn(async move {
             // With upgrades, a `101` response hands the connection to whoever awaits
             // `hyper::upgrade::on(response)` (a proxy passing WebSocket through).
-            if let Err(error) = conn.with_upgrades().await {
+            let conn = std::pin::pin!(conn.with_upgrades());
+            let ended = match &watched {
+                None => conn.await,
+                // The deadline is polled only when its sleep fires (see `main_first`).
+                Some(deadline) => {
+                    match MainFirst::new(conn, std::pin::pin!(deadline.overdue())).await {
+                        Polled::Main(ended) => ended,
+                        Polled::Side(()) => {
+                            tracing::debug!(endpoint = %addr, timeout = ?deadline.timeout(), "no response head within the response timeout; closing the connection");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(endpoint = %addr, %error, "HTTP/1 connection ended");
             }
         });
-        Ok(sender)
+        Ok(Http1Conn { send, deadline })
     }
 
     fn live_http2(&self) -> Option<http2::SendRequest<B>> {

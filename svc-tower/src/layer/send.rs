@@ -105,9 +105,13 @@ where
             // The RTT sample covers the request only, not connection setup (as with tower's
             // PeakEwma behind a reconnecting service).
             let start = Instant::now();
-            let sent = sender.send(req, &conns);
+            // An HTTP/1.1 connection times a request without a body itself, with one sleep
+            // for its life rather than one per request (see `deadline`).
+            let kept = progress.is_none() && sender.keeps_deadline();
+            let sent = sender.send(req, &conns, kept.then_some(start));
             let sent = match config.response_timeout {
                 None => sent.await,
+                Some(_) if kept => sent.await,
                 Some(timeout) => {
                     // Counted from the end of the request body: a slow upload is not the
                     // endpoint's delay. Dropping `sent` abandons the request, and hyper closes its
@@ -134,6 +138,14 @@ where
                 }
             };
             match sent {
+                Sent::Overdue(timeout) => {
+                    failed(pick);
+                    return Err(ResponseTimeout {
+                        endpoint: addr,
+                        timeout,
+                    }
+                    .into());
+                }
                 Sent::Response(response) => {
                     if config.eject_on_5xx && response.status().is_server_error() {
                         failed(pick);

@@ -1,12 +1,13 @@
 //! Waiting on a connection and on its rare events without polling the rare ones every time.
 //!
-//! A client connection's task waits on hyper's connection and on three events that almost never
-//! happen (shutdown, the drain deadline, the header read timeout). `tokio::select!` polls every
-//! branch on every wake-up, and the task wakes two or three times per request (the request's
-//! bytes, the endpoint's answer, the response body); each pending cancellation token takes a
-//! mutex when polled, and the sleep checks its timer entry. [`MainFirst`] polls the main future
-//! on every wake-up and the side future only when one of the side's own wakers fired, as
-//! `FuturesUnordered` polls only the futures that were woken.
+//! A connection's task waits on hyper's connection and on events that almost never happen:
+//! svc-tower's upstream HTTP/1.1 connections on their response deadline, svc-proxy's client
+//! connections on shutdown, the drain deadline and the header read timeout. `tokio::select!`
+//! polls every branch on every wake-up, and the task wakes two or three times per request
+//! (the request's bytes, the endpoint's answer, the response body); each pending cancellation
+//! token takes a mutex when polled, and a sleep checks its timer entry. [`MainFirst`] polls
+//! the main future on every wake-up and the side future only when one of the side's own
+//! wakers fired, as `FuturesUnordered` polls only the futures that were woken.
 
 use std::future::Future;
 use std::pin::Pin;
