@@ -7,8 +7,11 @@
 //! senders go away, requests in flight finish, and hyper closes each connection when it has
 //! nothing left to do.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use futures::future::Either;
 
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::{http1, http2, TrySendError};
@@ -51,7 +54,7 @@ pub(crate) enum Sent<B> {
     /// The connection closed before the request was written: it is given back to be retried.
     Retry(Request<B>, hyper::Error),
     Failed(hyper::Error),
-    /// The connection timed the request out: no response head within this timeout.
+    /// No response head within this timeout (kept by the connection or by the request).
     Overdue(std::time::Duration),
 }
 
@@ -63,15 +66,13 @@ impl<B> Sender<B> {
         }
     }
 
-    /// Whether the connection times a request without a body itself (see `deadline`).
-    pub(crate) fn keeps_deadline(&self) -> bool {
-        matches!(
-            self,
-            Sender::Http1(Http1Conn {
-                deadline: Some(_),
-                ..
-            })
-        )
+    /// The response deadline the connection keeps for requests without a body, if it keeps
+    /// one (see `deadline`).
+    pub(crate) fn deadline(&self) -> Option<&ResponseDeadline> {
+        match self {
+            Sender::Http1(c) => c.deadline.as_deref(),
+            Sender::Http2(_) => None,
+        }
     }
 }
 
@@ -81,34 +82,34 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// Sends `req`. With `sent_at` (when [`Sender::keeps_deadline`]: `req` has no body), the
-    /// connection times the response head from then.
-    pub(crate) async fn send(
-        mut self,
+    /// Hands `req` to the connection (hyper queues it for the connection's task at once) and
+    /// gives the wait for its response head, which borrows nothing.
+    ///
+    /// Not an `async fn` sending and then waiting: the caller awaits hyper's future itself,
+    /// so that the request's future does not hold (and move, per request) a future of ours
+    /// around hyper's, next to a second copy of the request.
+    pub(crate) fn hand_off(
+        &mut self,
         req: Request<B>,
-        conns: &EndpointConns<B>,
-        sent_at: Option<Instant>,
-    ) -> Sent<B> {
-        let result = match &mut self {
-            Sender::Http1(Http1Conn {
-                send,
-                deadline: Some(deadline),
-            }) if sent_at.is_some() => {
-                let armed = deadline.arm(sent_at.unwrap_or_else(Instant::now));
-                let result = send.try_send_request(req).await;
-                if armed.was_overdue() {
-                    return Sent::Overdue(deadline.timeout());
-                }
-                result
-            }
-            Sender::Http1(c) => c.send.try_send_request(req).await,
-            Sender::Http2(s) => s.try_send_request(req).await,
-        };
-        // An HTTP/1 connection goes back to the pool once the response head is in; it is
-        // ready again when the body has been read.
+    ) -> impl Future<Output = Result<Response, TrySendError<Request<B>>>> + Send + 'static {
+        match self {
+            Sender::Http1(c) => Either::Left(c.send.try_send_request(req)),
+            Sender::Http2(s) => Either::Right(s.try_send_request(req)),
+        }
+    }
+
+    /// The response head is in (or the request failed): an HTTP/1 connection goes back to
+    /// the pool, to be ready again when the response body has been read.
+    pub(crate) fn release(self, conns: &EndpointConns<B>) {
         if let Sender::Http1(c) = self {
             conns.put_http1(c);
         }
+    }
+}
+
+impl<B> Sent<B> {
+    /// How hyper's wait for a response head ended.
+    pub(crate) fn of(result: Result<Response, TrySendError<Request<B>>>) -> Self {
         match result {
             Ok(response) => Sent::Response(response),
             Err(e) => into_sent(e),

@@ -88,7 +88,7 @@ where
             };
             let conns = route.conns(addr);
             let sender = conns.sender(proto, detect, fresh).await;
-            let sender = match sender {
+            let mut sender = match sender {
                 Ok(s) => s,
                 Err(error) => {
                     failed(pick);
@@ -105,17 +105,23 @@ where
             // The RTT sample covers the request only, not connection setup (as with tower's
             // PeakEwma behind a reconnecting service).
             let start = Instant::now();
-            // An HTTP/1.1 connection times a request without a body itself, with one sleep
-            // for its life rather than one per request (see `deadline`).
-            let kept = progress.is_none() && sender.keeps_deadline();
-            let sent = sender.send(req, &conns, kept.then_some(start));
-            let sent = match config.response_timeout {
-                None => sent.await,
-                Some(_) if kept => sent.await,
-                Some(timeout) => {
+            let response = sender.hand_off(req);
+            let sent = match (config.response_timeout, sender.deadline()) {
+                (None, _) => Sent::of(response.await),
+                // An HTTP/1.1 connection times a request without a body itself, with one sleep
+                // for its life rather than one per request (see `deadline`).
+                (Some(_), Some(deadline)) if progress.is_none() => {
+                    let armed = deadline.arm(start);
+                    let result = response.await;
+                    match armed.was_overdue() {
+                        true => Sent::Overdue(deadline.timeout()),
+                        false => Sent::of(result),
+                    }
+                }
+                (Some(timeout), _) => {
                     // Counted from the end of the request body: a slow upload is not the
-                    // endpoint's delay. Dropping `sent` abandons the request, and hyper closes its
-                    // connection.
+                    // endpoint's delay. Dropping `response` abandons the request, and hyper
+                    // closes its connection (HTTP/1) or resets its stream (HTTP/2).
                     let deadline = async {
                         // Without a body the request was sent whole at `start`: no clock read.
                         let at = match &progress {
@@ -129,14 +135,16 @@ where
                     };
                     tokio::select! {
                         biased;
-                        sent = sent => sent,
-                        () = deadline => {
-                            failed(pick);
-                            return Err(ResponseTimeout { endpoint: addr, timeout }.into());
-                        }
+                        result = response => Sent::of(result),
+                        () = deadline => Sent::Overdue(timeout),
                     }
                 }
             };
+            match sent {
+                // The abandoned request may still be on its HTTP/1 connection: not for reuse.
+                Sent::Overdue(_) => drop(sender),
+                _ => sender.release(&conns),
+            }
             match sent {
                 Sent::Overdue(timeout) => {
                     failed(pick);
