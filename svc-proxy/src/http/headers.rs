@@ -13,13 +13,15 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TE,
 ];
 
-/// What one pass over a message's headers found: which hop-by-hop names it has and how many
-/// `Host` values. The proxy asks these questions of every message; each asked of the map on
-/// its own would cost a hash lookup.
+/// What one pass over a message's headers found: which hop-by-hop names it has, whether
+/// `Connection` names other headers, and how many `Host` values. The proxy asks these
+/// questions of every message; each asked of the map on its own would cost a hash lookup.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Scan {
     /// Bit `i` set: the message has `HOP_BY_HOP[i]`.
     hop_by_hop: u8,
+    /// A `Connection` value other than `keep-alive` or `close` (it may name headers).
+    connection_names: bool,
     hosts: usize,
 }
 
@@ -28,9 +30,14 @@ impl Scan {
     pub fn of(headers: &HeaderMap) -> Self {
         let mut scan = Scan::default();
         // `iter` yields every value, so repeated `Host`s are counted.
-        for (name, _) in headers {
+        for (name, value) in headers {
             if let Some(i) = hop_by_hop_index(name) {
                 scan.hop_by_hop |= 1 << i;
+                if i == CONNECTION_INDEX {
+                    let v = value.as_bytes();
+                    scan.connection_names |=
+                        !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close");
+                }
             } else if name == header::HOST {
                 scan.hosts += 1;
             }
@@ -49,6 +56,8 @@ impl Scan {
     }
 }
 
+/// `header::CONNECTION`'s place in [`HOP_BY_HOP`].
+const CONNECTION_INDEX: usize = 0;
 /// `header::UPGRADE`'s place in [`HOP_BY_HOP`].
 const UPGRADE_INDEX: usize = 4;
 
@@ -68,11 +77,7 @@ pub fn strip_scanned(headers: &mut HeaderMap, scan: Scan) {
     if present == 0 {
         return;
     }
-    let lists_others = headers.get_all(header::CONNECTION).iter().any(|v| {
-        let v = v.as_bytes();
-        !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close")
-    });
-    if lists_others {
+    if scan.connection_names {
         // Headers named by Connection are hop-by-hop too. `close` names none, and the
         // standard ones are handled below; this allocates only for other names.
         let named: Vec<HeaderName> = headers
@@ -153,6 +158,15 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-end"));
+        // A name in a second `Connection` value, after a `keep-alive` one.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("x-end", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end"));
     }
 
     #[test]
@@ -168,6 +182,7 @@ mod tests {
         let two = Scan::of(&h);
         assert_eq!((two.hosts(), two.has_upgrade()), (2, true));
         assert_eq!(HOP_BY_HOP[UPGRADE_INDEX], header::UPGRADE);
+        assert_eq!(HOP_BY_HOP[CONNECTION_INDEX], header::CONNECTION);
     }
 
     #[test]
