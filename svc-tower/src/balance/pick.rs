@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::endpoint::EndpointState;
 use super::pool::Shared;
 
@@ -38,6 +40,19 @@ impl Pick {
     pub fn success(self, rtt: Duration) {
         self.ep
             .success(rtt, self.shared.now(), self.shared.decay_ns);
+    }
+
+    /// [`success`](Self::success) of a use from `start` to now.
+    pub(crate) fn success_since(self, start: Instant) {
+        self.success_between(start, Instant::now());
+    }
+
+    /// [`success`](Self::success) of a use from `start` to `end`: the caller's clock reads
+    /// give both the RTT and the sample's time (the request path reads the clock enough).
+    pub(crate) fn success_between(self, start: Instant, end: Instant) {
+        let rtt = end.saturating_duration_since(start);
+        self.ep
+            .success(rtt, self.shared.nanos_at(end), self.shared.decay_ns);
     }
 
     /// The endpoint failed (connect error, reset, 5xx: the caller decides).

@@ -106,9 +106,12 @@ impl Shared {
 
     #[inline]
     pub(crate) fn now(&self) -> Nanos {
-        Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_nanos() as Nanos
+        self.nanos_at(Instant::now())
+    }
+
+    /// `at` on the pool's clock.
+    pub(crate) fn nanos_at(&self, at: Instant) -> Nanos {
+        at.saturating_duration_since(self.epoch).as_nanos() as Nanos
     }
 
     /// Called when a pick fails: ejects the endpoint once its streak is long enough.

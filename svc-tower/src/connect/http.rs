@@ -235,7 +235,7 @@ impl SvcConnector {
                 let start = Instant::now();
                 let (pick, stream) = connect_pool(&pool, &self.config, None).await?;
                 if !self.config.balance_requests || !cleartext {
-                    pick.success(start.elapsed());
+                    pick.success_since(start);
                     return Ok(SvcStream::plain(stream));
                 }
                 // Each request will report its own latency; the connect is not one.

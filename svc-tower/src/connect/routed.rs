@@ -234,7 +234,7 @@ impl Routed {
     fn go_opaque(&mut self) {
         self.phase = Phase::Opaque;
         if let Some(pick) = self.pick.take() {
-            pick.success(self.started.elapsed());
+            pick.success_since(self.started);
         }
     }
 
@@ -244,7 +244,7 @@ impl Routed {
             if self.config.eject_on_5xx && (500..600).contains(&status) {
                 pick.failure();
             } else {
-                pick.success(self.started.elapsed());
+                pick.success_since(self.started);
             }
         }
     }

@@ -98,11 +98,11 @@ where
         }
     }
 
-    /// The response head is in (or the request failed): an HTTP/1 connection goes back to
-    /// the pool, to be ready again when the response body has been read.
-    pub(crate) fn release(self, conns: &EndpointConns<B>) {
+    /// The response head is in (or the request failed) at `now`: an HTTP/1 connection goes
+    /// back to the pool, to be ready again when the response body has been read.
+    pub(crate) fn release(self, conns: &EndpointConns<B>, now: Instant) {
         if let Sender::Http1(c) = self {
-            conns.put_http1(c);
+            conns.put_http1(c, now);
         }
     }
 }
@@ -258,10 +258,10 @@ where
         None
     }
 
-    fn put_http1(&self, conn: Http1Conn<B>) {
+    fn put_http1(&self, conn: Http1Conn<B>, now: Instant) {
         let mut pool = self.h1.lock();
         if !conn.send.is_closed() && pool.len() < self.config.max_idle_per_endpoint {
-            pool.push((conn, Instant::now()));
+            pool.push((conn, now));
         }
     }
 

@@ -140,10 +140,12 @@ where
                     }
                 }
             };
+            // One clock read for the pool's idle time and the RTT sample.
+            let end = Instant::now();
             match sent {
                 // The abandoned request may still be on its HTTP/1 connection: not for reuse.
                 Sent::Overdue(_) => drop(sender),
-                _ => sender.release(&conns),
+                _ => sender.release(&conns, end),
             }
             match sent {
                 Sent::Overdue(timeout) => {
@@ -158,7 +160,7 @@ where
                     if config.eject_on_5xx && response.status().is_server_error() {
                         failed(pick);
                     } else {
-                        pick.success(start.elapsed());
+                        pick.success_between(start, end);
                     }
                     return Ok(response);
                 }
