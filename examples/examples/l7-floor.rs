@@ -39,9 +39,13 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-// svc-proxy's allocator, so that the floors and svc-proxy differ only in code.
+// svc-proxy's allocator (the same file), so that the floors and svc-proxy differ only in code.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
+
+#[allow(unsafe_code)]
+#[path = "../../svc-proxy/src/allocator.rs"]
+mod allocator;
 
 #[derive(Clone, Copy)]
 enum Floor {
