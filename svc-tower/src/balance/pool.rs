@@ -360,13 +360,24 @@ impl EndpointPool {
         client: Option<IpAddr>,
         exclude: &[SocketAddr],
     ) -> Result<Pick, NoEndpoints> {
+        self.pick_excluding_at(client, exclude, Instant::now())
+    }
+
+    /// [`pick_excluding`](Self::pick_excluding) at `at`, a clock read of the caller's (a
+    /// request path reads the clock enough without the pool reading it again).
+    pub(crate) fn pick_excluding_at(
+        &self,
+        client: Option<IpAddr>,
+        exclude: &[SocketAddr],
+        at: Instant,
+    ) -> Result<Pick, NoEndpoints> {
         let shared = &self.shared;
         let set = shared.set.read();
         let eps = &set.endpoints[..];
         if eps.is_empty() {
             return Err(shared.no_endpoints(set.reason));
         }
-        let now = shared.now();
+        let now = shared.nanos_at(at);
         if shared.outlier.sweep_due(now) {
             shared.outlier.sweep(now);
         }
@@ -376,7 +387,7 @@ impl EndpointPool {
         if let (Some(client), Some(_)) = (client, set.affinity) {
             let mut table = shared.affinity.lock();
             if let Some(table) = table.as_mut() {
-                let instant = shared.epoch + Duration::from_nanos(now);
+                let instant = at;
                 let usable = |addr: SocketAddr| {
                     !exclude.contains(&addr)
                         && set

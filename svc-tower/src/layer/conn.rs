@@ -177,7 +177,9 @@ where
     }
 
     /// A connection for one request: an existing one when there is one (unless `fresh`:
-    /// an idle HTTP/1 one turned out stale), else a new one.
+    /// an idle HTTP/1 one turned out stale), else a new one; and whether this waited for a
+    /// connect (or the HTTP/2 probe), so that the caller knows whether a clock read from
+    /// before it still marks the request's start.
     ///
     /// With `detect`, `Http2` comes from the port's `appProtocol` rather than from the
     /// caller: the endpoint is asked once whether it speaks HTTP/2, and gets HTTP/1.1 if not.
@@ -190,23 +192,30 @@ where
         proto: Proto,
         detect: bool,
         fresh: bool,
-    ) -> Result<Sender<B>, BoxError> {
+    ) -> Result<(Sender<B>, bool), BoxError> {
         // Connects and the probe are boxed: they are rare, and would otherwise make every
         // request's future (moved into a box per request) several times larger.
-        let proto = match (proto, self.h2_probe.get()) {
-            (Proto::Http2, Some(false)) if detect => Proto::Http1,
-            (Proto::Http2, None) if detect && !Box::pin(self.speaks_http2()).await? => Proto::Http1,
-            (p, _) => p,
+        let (proto, probed) = match (proto, self.h2_probe.get()) {
+            (Proto::Http2, Some(false)) if detect => (Proto::Http1, false),
+            (Proto::Http2, None) if detect => match Box::pin(self.speaks_http2()).await? {
+                true => (Proto::Http2, true),
+                false => (Proto::Http1, true),
+            },
+            (p, _) => (p, false),
         };
         match proto {
             // A closed HTTP/2 connection is never reused, and a live one is as good as new.
             Proto::Http2 => match self.live_http2() {
-                Some(s) => Ok(Sender::Http2(s)),
-                None => Box::pin(self.connect_http2()).await.map(Sender::Http2),
+                Some(s) => Ok((Sender::Http2(s), probed)),
+                None => Box::pin(self.connect_http2())
+                    .await
+                    .map(|s| (Sender::Http2(s), true)),
             },
             Proto::Http1 => match (!fresh).then(|| self.idle_http1()).flatten() {
-                Some(c) => Ok(Sender::Http1(c)),
-                None => Box::pin(self.connect_http1()).await.map(Sender::Http1),
+                Some(c) => Ok((Sender::Http1(c), probed)),
+                None => Box::pin(self.connect_http1())
+                    .await
+                    .map(|c| (Sender::Http1(c), true)),
             },
         }
     }

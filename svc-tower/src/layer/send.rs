@@ -75,7 +75,8 @@ where
         let (mut attempts, mut stale_retries, mut fresh) = (0, 0, false);
         loop {
             attempts += 1;
-            let pick = route.pool.pick_excluding(client, &tried)?;
+            let picked_at = Instant::now();
+            let pick = route.pool.pick_excluding_at(client, &tried, picked_at)?;
             let addr = pick.addr;
             if let Some(d) = dest {
                 d.picked(addr);
@@ -88,7 +89,7 @@ where
             };
             let conns = route.conns(addr);
             let sender = conns.sender(proto, detect, fresh).await;
-            let mut sender = match sender {
+            let (mut sender, connected) = match sender {
                 Ok(s) => s,
                 Err(error) => {
                     failed(pick);
@@ -103,8 +104,12 @@ where
             };
             prepare(&mut req, sender.proto(), authority.as_ref(), &scheme, dest)?;
             // The RTT sample covers the request only, not connection setup (as with tower's
-            // PeakEwma behind a reconnecting service).
-            let start = Instant::now();
+            // PeakEwma behind a reconnecting service). On a kept connection nothing waited
+            // since the pick, whose clock read then serves.
+            let start = match connected {
+                true => Instant::now(),
+                false => picked_at,
+            };
             let response = sender.hand_off(req);
             let sent = match (config.response_timeout, sender.deadline()) {
                 (None, _) => Sent::of(response.await),
