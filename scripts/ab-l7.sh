@@ -2,7 +2,9 @@
 # A/B of svc-proxy's HTTP mode between two binaries, fair on a busy machine: both proxies run
 # at once (each its own ClusterIP, same three nginx backends), and load runs alternate
 # OLD, NEW[, haproxy] round by round, so background load hits both alike. CPU µs per request
-# from /proc/PID/stat (user+system) around each run. Written for issue 12 (L7 cost per request).
+# from /proc/PID/stat (user+system) around each run; also per request: minor page faults (per
+# 1,000), TCP segments sent on the whole machine (`nstat`; the same load for every proxy), and
+# the proxy's voluntary context switches (sleeps). Written for issue 12 (L7 cost per request).
 #
 # usage: scripts/ab-l7.sh OLD_BINARY NEW_BINARY [ROUNDS] [http|h2c] [CONNS]
 #   http: wrk -t1 -cCONNS (default 50); h2c: h2load -cCONNS -m10 (HTTP/2 prior knowledge to
@@ -10,7 +12,9 @@
 #   THREADS=1   svc-proxy's --threads (and haproxy's nbthread)
 #   SECS=5      per run
 #   HAPROXY=1   also measure haproxy (the harness's http frontend and backend settings)
-# OLD or NEW may be `floor:MODE` (hyper-proxy, hyper-serve, raw-h1): the l7-floor example
+#   PERF_DIR=   also sample each process with `perf record -e cpu-clock` during its runs,
+#               into PERF_DIR/NAME.MODE.data (the last round's); read with `perf report -i`
+# OLD or NEW may be `floor:MODE` (hyper-proxy, hyper-inline, hyper-serve, raw-h1): the l7-floor example
 # (FLOOR_BIN, default target/release/examples/l7-floor) in that mode, on the same backends.
 # Uses 127.230.0.0/24 only. Needs wrk, h2load, nginx, haproxy
 # (apt-get install wrk nghttp2-client nginx-light haproxy).
@@ -125,11 +129,21 @@ load() { # host port
   fi
 }
 measure() { # name pid host port
-  local t0 u0 n t1 u1
-  read -r u0 t0 < <(awk '{print $14, $14+$15}' "/proc/$2/stat")
+  local t0 u0 f0 n t1 u1 f1 perf_pid
+  read -r u0 t0 f0 < <(awk '{print $14, $14+$15, $10}' "/proc/$2/stat")
+  nstat -n >/dev/null 2>&1 || true
+  c0=$(cat /proc/"$2"/task/*/status | awk '/^voluntary_ctxt_switches/{s+=$2} END{print s+0}')
+  if [ -n "${PERF_DIR:-}" ]; then
+    perf record -q -e cpu-clock -F 4999 -p "$2" -o "$PERF_DIR/$1.$mode.data" -- sleep "$secs" \
+      2>/dev/null &
+    perf_pid=$!
+  fi
   n=$(load "$3" "$4")
-  read -r u1 t1 < <(awk '{print $14, $14+$15}' "/proc/$2/stat")
-  python3 -c "import os; t=os.sysconf('SC_CLK_TCK'); print('%-8s %s req/s=%6.0f  us/req=%6.2f  user us/req=%6.2f  load=%s' % ('$1', '$mode', $n/$secs, ($t1-$t0)*1e6/t/$n, ($u1-$u0)*1e6/t/$n, open('/proc/loadavg').read().split()[0]))"
+  if [ -n "${PERF_DIR:-}" ]; then wait "$perf_pid" || true; fi
+  read -r u1 t1 f1 < <(awk '{print $14, $14+$15, $10}' "/proc/$2/stat")
+  c1=$(cat /proc/"$2"/task/*/status | awk '/^voluntary_ctxt_switches/{s+=$2} END{print s+0}')
+  segs=$(nstat 2>/dev/null | awk '/^TcpOutSegs/{o=$2} /^TcpExtDelayedACKs/{d=$2} END{print o+0, d+0}')
+  python3 -c "import os; t=os.sysconf('SC_CLK_TCK'); print('%-8s %s req/s=%6.0f  us/req=%6.2f  user us/req=%6.2f  load=%s  minflt/kreq=%.2f  segs/req=%.2f delacks/req=%.3f  sleeps/req=%.3f' % ('$1', '$mode', $n/$secs, ($t1-$t0)*1e6/t/$n, ($u1-$u0)*1e6/t/$n, open('/proc/loadavg').read().split()[0], ($f1-$f0)*1000/$n, ${segs% *}/$n, ${segs#* }/$n, ($c1-$c0)/$n))"
 }
 hport=$([ "$mode" = http ] && echo 19999 || echo 19998)
 # Warm-up: upstream connections, lazily built state.

@@ -7,6 +7,11 @@
 //!   hyper-proxy  hyper's server (HTTP/1.1, and HTTP/2 with prior knowledge) in front of hyper's
 //!                HTTP/1.1 client, round robin over BACKENDS: svc-proxy's HTTP mode without
 //!                svc (no balancer, header rewriting, metrics, timeouts or drain)
+//!   hyper-inline hyper-proxy, but a request's task drives its upstream connection itself: the
+//!                connection is not a task of its own; the request future polls it until the
+//!                response head is in and the response body polls it until its end, then it
+//!                goes back to an idle list unpolled (a checkout polls it once to learn
+//!                whether the backend closed it)
 //!   hyper-serve  hyper's server answering `200 ok` itself: no upstream at all
 //!   raw-h1       HTTP/1.1 without hyper: one task per client connection reads a request with
 //!                httparse, writes it to its own upstream connection, reads the answer and
@@ -22,10 +27,13 @@
 //! and raw-h1 forwards heads verbatim (hop-by-hop headers included).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
@@ -50,6 +58,7 @@ mod allocator;
 #[derive(Clone, Copy)]
 enum Floor {
     HyperProxy,
+    HyperInline,
     HyperServe,
     RawH1,
 }
@@ -57,10 +66,13 @@ enum Floor {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, listen, backends, threads] = args.as_slice() else {
-        bail!("usage: l7-floor hyper-proxy|hyper-serve|raw-h1 LISTEN BACKENDS THREADS");
+        bail!(
+            "usage: l7-floor hyper-proxy|hyper-inline|hyper-serve|raw-h1 LISTEN BACKENDS THREADS"
+        );
     };
     let floor = match mode.as_str() {
         "hyper-proxy" => Floor::HyperProxy,
+        "hyper-inline" => Floor::HyperInline,
         "hyper-serve" => Floor::HyperServe,
         "raw-h1" => Floor::RawH1,
         other => bail!("unknown mode {other:?}"),
@@ -99,7 +111,8 @@ fn worker(floor: Floor, listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow
         socket.set_reuseport(true)?;
         socket.bind(listen)?;
         let listener: TcpListener = socket.listen(1024)?;
-        let upstreams = Arc::new(Upstreams::new(backends));
+        let upstreams = Arc::new(Upstreams::<SendRequest<Incoming>>::new(backends.clone()));
+        let inline = Arc::new(InlineUpstreams::new(backends));
         let server = Arc::new(server());
         loop {
             let (stream, _) = match listener.accept().await {
@@ -113,23 +126,25 @@ fn worker(floor: Floor, listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow
             let upstreams = upstreams.clone();
             match floor {
                 Floor::HyperProxy => {
-                    let server = server.clone();
                     let svc = service_fn(move |req| {
                         let upstreams = upstreams.clone();
                         async move { upstreams.send(req).await }
                     });
-                    tokio::spawn(async move {
-                        let _ = server.serve_connection(TokioIo::new(stream), svc).await;
+                    serve(&server, stream, svc);
+                }
+                Floor::HyperInline => {
+                    let inline = inline.clone();
+                    let svc = service_fn(move |req| {
+                        let inline = inline.clone();
+                        async move { inline.send(req).await }
                     });
+                    serve(&server, stream, svc);
                 }
                 Floor::HyperServe => {
-                    let server = server.clone();
                     let svc = service_fn(|_req: Request<Incoming>| async {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
                     });
-                    tokio::spawn(async move {
-                        let _ = server.serve_connection(TokioIo::new(stream), svc).await;
-                    });
+                    serve(&server, stream, svc);
                 }
                 Floor::RawH1 => {
                     tokio::spawn(async move {
@@ -143,6 +158,22 @@ fn worker(floor: Floor, listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow
     })
 }
 
+/// Serves one client connection on its own task.
+fn serve<S, B>(server: &Arc<auto::Builder<TokioExecutor>>, stream: TcpStream, svc: S)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let server = server.clone();
+    tokio::spawn(async move {
+        let _ = server.serve_connection(TokioIo::new(stream), svc).await;
+    });
+}
+
 /// svc-proxy's hyper server settings (`http.rs`), minus its limits.
 fn server() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -151,13 +182,13 @@ fn server() -> auto::Builder<TokioExecutor> {
 }
 
 /// One worker's backends and their idle HTTP/1.1 connections.
-struct Upstreams {
+struct Upstreams<C> {
     backends: Vec<SocketAddr>,
     next: AtomicUsize,
-    idle: Vec<Mutex<Vec<SendRequest<Incoming>>>>,
+    idle: Vec<Mutex<Vec<C>>>,
 }
 
-impl Upstreams {
+impl<C> Upstreams<C> {
     fn new(backends: Vec<SocketAddr>) -> Self {
         let idle = backends.iter().map(|_| Mutex::default()).collect();
         Self {
@@ -171,13 +202,19 @@ impl Upstreams {
         self.next.fetch_add(1, Relaxed) % self.backends.len()
     }
 
+    fn idle(&self, i: usize) -> std::sync::MutexGuard<'_, Vec<C>> {
+        self.idle[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Upstreams<SendRequest<Incoming>> {
     /// Sends `req` to the next backend on an idle connection (or a new one). The connection goes
     /// back to the idle list when the response head is in, as svc-tower's pool does; it is
     /// taken again only once hyper says it is ready for another request.
     async fn send(&self, mut req: Request<Incoming>) -> io::Result<Response<Incoming>> {
         let i = self.pick();
         let taken = {
-            let mut idle = self.idle[i].lock().unwrap_or_else(|e| e.into_inner());
+            let mut idle = self.idle(i);
             idle.retain(|s| !s.is_closed());
             let ready = idle.iter().position(SendRequest::is_ready);
             ready.map(|at| idle.swap_remove(at))
@@ -186,30 +223,145 @@ impl Upstreams {
             Some(sender) => sender,
             None => connect(self.backends[i]).await?,
         };
-        if req.version() == Version::HTTP_2 {
-            // An HTTP/2 request names its authority in the URI; an HTTP/1.1 endpoint wants Host
-            // and the origin form.
-            *req.version_mut() = Version::HTTP_11;
-            if let Some(host) = req.uri().authority().map(|a| a.as_str().to_owned()) {
-                if let Ok(host) = HeaderValue::from_str(&host) {
-                    req.headers_mut().insert(header::HOST, host);
-                }
-            }
-            let origin = req.uri().path_and_query().cloned();
-            if let Some(origin) = origin {
-                *req.uri_mut() = Uri::from(origin);
-            }
-        }
+        to_http1(&mut req);
         let resp = sender.send_request(req).await.map_err(io::Error::other)?;
-        self.idle[i]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(sender);
+        self.idle(i).push(sender);
         Ok(resp)
     }
 }
 
-async fn connect(addr: SocketAddr) -> io::Result<SendRequest<Incoming>> {
+/// An HTTP/2 request names its authority in the URI; an HTTP/1.1 endpoint wants Host and the
+/// origin form.
+fn to_http1(req: &mut Request<Incoming>) {
+    if req.version() != Version::HTTP_2 {
+        return;
+    }
+    *req.version_mut() = Version::HTTP_11;
+    if let Some(host) = req.uri().authority().map(|a| a.as_str().to_owned()) {
+        if let Ok(host) = HeaderValue::from_str(&host) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    let origin = req.uri().path_and_query().cloned();
+    if let Some(origin) = origin {
+        *req.uri_mut() = Uri::from(origin);
+    }
+}
+
+type UpstreamConn = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Incoming>;
+
+/// An upstream connection that no task drives: whoever uses it polls `conn`.
+struct Inline {
+    sender: SendRequest<Incoming>,
+    conn: UpstreamConn,
+}
+
+impl Inline {
+    /// Polls the connection; `true` once it has ended (closed by the backend, or failed).
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        Pin::new(&mut self.conn).poll(cx).is_ready()
+    }
+}
+
+/// One worker's backends and their idle, undriven HTTP/1.1 connections.
+type InlineUpstreams = Upstreams<Inline>;
+
+impl Upstreams<Inline> {
+    /// An idle connection to backend `i` that is still open and ready, or a new one.
+    async fn checkout(&self, i: usize) -> io::Result<Inline> {
+        loop {
+            let Some(mut up) = self.idle(i).pop() else {
+                return connect_inline(self.backends[i]).await;
+            };
+            let ready = std::future::poll_fn(|cx| {
+                if up.drive(cx) {
+                    return Poll::Ready(false);
+                }
+                up.sender.poll_ready(cx).map(|r| r.is_ok())
+            })
+            .await;
+            if ready {
+                return Ok(up);
+            }
+        }
+    }
+
+    async fn send(self: Arc<Self>, mut req: Request<Incoming>) -> io::Result<Response<InlineBody>> {
+        let i = self.pick();
+        let mut up = self.checkout(i).await?;
+        to_http1(&mut req);
+        let mut answer = std::pin::pin!(up.sender.send_request(req));
+        let resp = std::future::poll_fn(|cx| {
+            let ended = up.drive(cx);
+            match answer.as_mut().poll(cx) {
+                Poll::Pending if ended => Poll::Ready(Err(io::Error::other("upstream closed"))),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => Poll::Ready(r.map_err(io::Error::other)),
+            }
+        })
+        .await?;
+        Ok(resp.map(|inner| InlineBody {
+            inner,
+            up: Some(up),
+            home: self.clone(),
+            backend: i,
+        }))
+    }
+}
+
+/// A response body that drives its upstream connection while it is read, and gives the
+/// connection back when the body has ended.
+struct InlineBody {
+    inner: Incoming,
+    up: Option<Inline>,
+    home: Arc<InlineUpstreams>,
+    backend: usize,
+}
+
+impl InlineBody {
+    fn give_back(&mut self) {
+        if let Some(up) = self.up.take() {
+            self.home.idle(self.backend).push(up);
+        }
+    }
+}
+
+impl hyper::body::Body for InlineBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        if self.up.as_mut().is_some_and(|up| up.drive(cx)) {
+            self.up = None;
+        }
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.give_back();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for InlineBody {
+    fn drop(&mut self) {
+        if hyper::body::Body::is_end_stream(&self.inner) {
+            self.give_back();
+        }
+    }
+}
+
+async fn connect_inline(addr: SocketAddr) -> io::Result<Inline> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
@@ -217,6 +369,11 @@ async fn connect(addr: SocketAddr) -> io::Result<SendRequest<Incoming>> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;
+    Ok(Inline { sender, conn })
+}
+
+async fn connect(addr: SocketAddr) -> io::Result<SendRequest<Incoming>> {
+    let Inline { sender, conn } = connect_inline(addr).await?;
     tokio::spawn(conn);
     Ok(sender)
 }
@@ -224,7 +381,7 @@ async fn connect(addr: SocketAddr) -> io::Result<SendRequest<Incoming>> {
 /// One client connection of raw-h1: each request goes whole to the next backend on this
 /// connection's own upstream connection to it, and its answer comes back whole. One task,
 /// two buffers reused for the connection's life, no channels.
-async fn raw_h1(mut client: TcpStream, upstreams: &Upstreams) -> io::Result<()> {
+async fn raw_h1<C>(mut client: TcpStream, upstreams: &Upstreams<C>) -> io::Result<()> {
     let mut own: Vec<Option<TcpStream>> = upstreams.backends.iter().map(|_| None).collect();
     let mut request = Vec::with_capacity(8192);
     let mut response = Vec::with_capacity(8192);
