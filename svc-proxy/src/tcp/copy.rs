@@ -23,10 +23,12 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use svc_tower::main_first::{MainFirst, Polled};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
@@ -216,12 +218,12 @@ async fn join(
     activity: &Activity<'_>,
     idle_timeout: Duration,
 ) -> CopyEnd {
-    tokio::select! {
-        done = futures::future::try_join(up, down) => match done {
-            Ok(_) => CopyEnd::Closed,
-            Err(e) => CopyEnd::Error(e),
-        },
-        _ = activity.idle_for(idle_timeout) => CopyEnd::Idle,
+    // The idle timer is polled only when it fires, not on every chunk's wake-up.
+    let copy = pin!(futures::future::try_join(up, down));
+    match MainFirst::new(copy, pin!(activity.idle_for(idle_timeout))).await {
+        Polled::Main(Ok(_)) => CopyEnd::Closed,
+        Polled::Main(Err(e)) => CopyEnd::Error(e),
+        Polled::Side(()) => CopyEnd::Idle,
     }
 }
 

@@ -1,6 +1,7 @@
 //! One TCP connection: pick an endpoint, connect (retrying another on failure), copy.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use svc_tower::balance::Pick;
+use svc_tower::main_first::{MainFirst, Polled};
 
 use super::copy::{self, CopyEnd, Counters, FirstBytes};
 use crate::target::{EndpointSets, Target};
@@ -66,10 +68,17 @@ pub async fn forward(target: Arc<Target>, mut client: TcpStream, peer: SocketAdd
             std::future::pending().await
         }
     };
-    let end = tokio::select! {
-        end = copy => Ok(end),
-        _ = removed => Err(Cut::Removed),
-        _ = target.ctx.drain.cutting() => Err(Cut::DrainDeadline),
+    // The copy wakes the task for every chunk; the cuts are polled only when they wake it
+    // (see `svc_tower::main_first`), not on each of those wake-ups.
+    let cut = async {
+        tokio::select! {
+            _ = removed => Cut::Removed,
+            _ = target.ctx.drain.cutting() => Cut::DrainDeadline,
+        }
+    };
+    let end = match MainFirst::new(pin!(copy), pin!(cut)).await {
+        Polled::Main(end) => Ok(end),
+        Polled::Side(cut) => Err(cut),
     };
     // The pick was held for the whole flow, so that the balancer counted it as an open
     // connection (TCP mode balances least-connections). The latency sample, which only breaks
