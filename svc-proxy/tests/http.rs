@@ -264,13 +264,13 @@ async fn upgrade(addr: &str) -> TcpStream {
 async fn idle_upgraded_connections_are_closed() {
     let (_m, proxy, _backends) = setup_with(
         "http-upgrade-idle",
-        47,
+        48,
         "http",
         Backends::Http1,
         &["--idle-timeout", "1s"],
     )
     .await;
-    let mut s = upgrade("127.47.0.1:80").await;
+    let mut s = upgrade("127.48.0.1:80").await;
     s.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
     s.read_exact(&mut echo).await.unwrap();
