@@ -98,8 +98,7 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
         // Made here, so that a request abandoned before its response also ends. The proxying
         // future finishes the response itself: a `map` around it, or an `async` block
         // awaiting it, would copy its ~1.5 KB once more per request before it is boxed.
-        let in_flight = InFlight(self.clone());
-        Box::pin(self.clone().proxy(req, in_flight))
+        Box::pin(proxy(req, InFlight(self.clone())))
     }
 }
 
@@ -200,81 +199,81 @@ fn failed_endpoint(e: &BoxError) -> Option<SocketAddr> {
     }
 }
 
-impl Proxy {
-    /// Proxies one request. The checks and header rewrites run now; the future holds only
-    /// the request as it will be sent (see `svc_tower`'s `send` for why that matters).
-    fn proxy(
-        self,
-        mut req: Request<Incoming>,
-        in_flight: InFlight,
-    ) -> future::Either<Ready<Answer>, impl Future<Output = Answer> + Send> {
-        if req.method() == http::Method::CONNECT {
-            let resp = error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
-            return future::Either::Left(ready(in_flight.finish(resp)));
-        }
-        let scan = Scan::of(req.headers());
-        // RFC 9112 §3.2: which Host would the endpoint believe? Neither.
-        if scan.hosts() > 1 {
-            let resp = error(StatusCode::BAD_REQUEST, "more than one Host header\n");
-            return future::Either::Left(ready(in_flight.finish(resp)));
-        }
-        let upgrade =
-            upgrade_of(req.headers(), scan).filter(|_| req.version() == http::Version::HTTP_11);
-        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        if upgrade.is_none() && scan.has_upgrade() {
-            // An h2c upgrade is served as the plain HTTP/1.1 request it also is.
-            req.headers_mut().remove(HTTP2_SETTINGS);
-        }
-        strip_scanned(req.headers_mut(), scan);
-        if let Some(protocol) = &upgrade {
-            keep_upgrade(req.headers_mut(), protocol.clone());
-        }
-        // hyper's HTTP/2 client reports no 1xx answers: only HTTP/1.1 endpoints (`http`
-        // ports) can decide a `100-continue` (see `expect`).
-        let decision = (self.mode == Mode::Http
-            && expects_continue(req.version(), req.headers(), req.body()))
-        .then(Arc::<Continue>::default);
-        let rx = self.target.metrics.rx.clone();
-        let mut req = req.map(|body| Counted::new(ClientBody::new(body, decision.clone()), rx));
-        if let Some(d) = &decision {
-            let d = d.clone();
-            hyper::ext::on_informational(&mut req, move |informational| {
-                if informational.status() == StatusCode::CONTINUE {
-                    d.open();
-                }
-            });
-        }
-        future::Either::Right(async move {
-            let sent = self.balance.send_to(req, &self.destination).await;
-            if let Some(d) = &decision {
-                d.close();
-            }
-            let mut resp = match sent {
-                Ok(resp) => resp,
-                Err(e) => {
-                    self.log_failure(&e);
-                    return in_flight.finish(error_response(&e));
-                }
-            };
-            let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-            let scan = Scan::of(resp.headers());
-            let resp_upgrade = upgrade_of(resp.headers(), scan);
-            strip_scanned(resp.headers_mut(), scan);
-            if let (true, Some(client_upgrade), Some(protocol)) =
-                (upgraded, client_upgrade, resp_upgrade)
-            {
-                keep_upgrade(resp.headers_mut(), protocol);
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                self.target.ctx.drain.spawn(super::tunnel::tunnel(
-                    self.target.clone(),
-                    client_upgrade,
-                    upstream_upgrade,
-                ));
-            }
-            let tx = self.target.metrics.tx.clone();
-            in_flight.finish(resp.map(|b| Either::Left(Counted::new(b, tx))))
-        })
+/// Proxies one request. The checks and header rewrites run now; the future holds only
+/// the request as it will be sent (see `svc_tower`'s `send` for why that matters).
+fn proxy(
+    mut req: Request<Incoming>,
+    in_flight: InFlight,
+) -> future::Either<Ready<Answer>, impl Future<Output = Answer> + Send> {
+    let conn = &*in_flight.0;
+    if req.method() == http::Method::CONNECT {
+        let resp = error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
+        return future::Either::Left(ready(in_flight.finish(resp)));
     }
+    let scan = Scan::of(req.headers());
+    // RFC 9112 §3.2: which Host would the endpoint believe? Neither.
+    if scan.hosts() > 1 {
+        let resp = error(StatusCode::BAD_REQUEST, "more than one Host header\n");
+        return future::Either::Left(ready(in_flight.finish(resp)));
+    }
+    let upgrade =
+        upgrade_of(req.headers(), scan).filter(|_| req.version() == http::Version::HTTP_11);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    if upgrade.is_none() && scan.has_upgrade() {
+        // An h2c upgrade is served as the plain HTTP/1.1 request it also is.
+        req.headers_mut().remove(HTTP2_SETTINGS);
+    }
+    strip_scanned(req.headers_mut(), scan);
+    if let Some(protocol) = &upgrade {
+        keep_upgrade(req.headers_mut(), protocol.clone());
+    }
+    // hyper's HTTP/2 client reports no 1xx answers: only HTTP/1.1 endpoints (`http`
+    // ports) can decide a `100-continue` (see `expect`).
+    let decision = (conn.mode == Mode::Http
+        && expects_continue(req.version(), req.headers(), req.body()))
+    .then(Arc::<Continue>::default);
+    let rx = conn.target.metrics.rx.clone();
+    let mut req = req.map(|body| Counted::new(ClientBody::new(body, decision.clone()), rx));
+    if let Some(d) = &decision {
+        let d = d.clone();
+        hyper::ext::on_informational(&mut req, move |informational| {
+            if informational.status() == StatusCode::CONTINUE {
+                d.open();
+            }
+        });
+    }
+    future::Either::Right(async move {
+        // The request's one reference to its connection is the one `in_flight` holds.
+        let conn = &*in_flight.0;
+        let sent = conn.balance.send_to(req, &conn.destination).await;
+        if let Some(d) = &decision {
+            d.close();
+        }
+        let mut resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                conn.log_failure(&e);
+                return in_flight.finish(error_response(&e));
+            }
+        };
+        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let scan = Scan::of(resp.headers());
+        let resp_upgrade = upgrade_of(resp.headers(), scan);
+        strip_scanned(resp.headers_mut(), scan);
+        if let (true, Some(client_upgrade), Some(protocol)) =
+            (upgraded, client_upgrade, resp_upgrade)
+        {
+            keep_upgrade(resp.headers_mut(), protocol);
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            conn.target.ctx.drain.spawn(super::tunnel::tunnel(
+                conn.target.clone(),
+                client_upgrade,
+                upstream_upgrade,
+            ));
+        }
+        let tx = conn.target.metrics.tx.clone();
+        in_flight.finish(resp.map(|b| Either::Left(Counted::new(b, tx))))
+    })
 }
 
 impl Connection {
