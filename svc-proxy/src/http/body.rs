@@ -14,12 +14,15 @@ use prometheus_client::metrics::counter::Counter;
 pub struct Counted<B> {
     inner: B,
     bytes: u64,
-    counter: Counter,
+    /// `None` for a body that is empty from the start: nothing to count, and no reference
+    /// taken on a counter that every worker's requests share.
+    counter: Option<Counter>,
 }
 
-impl<B> Counted<B> {
+impl<B: Body> Counted<B> {
     /// Counts `inner` into `counter`.
-    pub fn new(inner: B, counter: Counter) -> Self {
+    pub fn new(inner: B, counter: &Counter) -> Self {
+        let counter = (!inner.is_end_stream()).then(|| counter.clone());
         Self {
             inner,
             bytes: 0,
@@ -30,8 +33,8 @@ impl<B> Counted<B> {
 
 impl<B> Drop for Counted<B> {
     fn drop(&mut self) {
-        if self.bytes > 0 {
-            self.counter.inc_by(self.bytes);
+        if let (Some(counter), true) = (&self.counter, self.bytes > 0) {
+            counter.inc_by(self.bytes);
         }
     }
 }
@@ -76,12 +79,18 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(b", world"))),
             Ok(Frame::trailers(http::HeaderMap::new())),
         ];
-        let body = Counted::new(
-            StreamBody::new(futures::stream::iter(frames)),
-            counter.clone(),
-        );
+        let body = Counted::new(StreamBody::new(futures::stream::iter(frames)), &counter);
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello, world");
         assert_eq!(counter.get(), 12);
+    }
+
+    #[test]
+    fn an_empty_body_holds_no_counter() {
+        let counter = Counter::default();
+        let body = Counted::new(http_body_util::Empty::<Bytes>::new(), &counter);
+        assert!(body.counter.is_none());
+        drop(body);
+        assert_eq!(counter.get(), 0);
     }
 }

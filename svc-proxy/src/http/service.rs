@@ -29,8 +29,9 @@ use crate::target::{Mode, Target};
 /// under `Expect: 100-continue`), counted.
 pub type RequestBody = Counted<ClientBody>;
 
-/// The response body: the endpoint's (counted), or one the proxy made up for an error.
-pub type Body = Either<Counted<Incoming>, Full<Bytes>>;
+/// The response body: the endpoint's (counted by [`ResponseBody`]), or one the proxy made up
+/// for an error.
+pub type Body = Either<Incoming, Full<Bytes>>;
 
 /// What a request's future resolves to, as hyper's service wants it.
 type Answer = Result<Response<ResponseBody>, Infallible>;
@@ -111,7 +112,8 @@ impl InFlight {
         self.0.target.metrics.request(resp.status());
         Ok(resp.map(|inner| ResponseBody {
             inner,
-            _in_flight: self,
+            sent: 0,
+            in_flight: self,
         }))
     }
 }
@@ -123,11 +125,22 @@ impl Drop for InFlight {
 }
 
 /// The body the client gets: [`Body`], which ends its request when hyper has written it
-/// whole (or gave up on it).
+/// whole (or gave up on it), and adds the endpoint's bytes to the Service's counter then.
+/// It counts through its connection's reference rather than holding one of its own on the
+/// counter, which every worker's requests share.
 pub struct ResponseBody {
     inner: Body,
-    /// Held for its `Drop`.
-    _in_flight: InFlight,
+    /// Bytes of the endpoint's data frames so far.
+    sent: u64,
+    in_flight: InFlight,
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.sent > 0 {
+            self.in_flight.0.target.metrics.tx.inc_by(self.sent);
+        }
+    }
 }
 
 impl hyper::body::Body for ResponseBody {
@@ -139,7 +152,15 @@ impl hyper::body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.inner {
-            Either::Left(proxied) => Pin::new(proxied).poll_frame(cx),
+            Either::Left(proxied) => {
+                let polled = Pin::new(proxied).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        self.sent += data.len() as u64;
+                    }
+                }
+                polled
+            }
             Either::Right(made_up) => Pin::new(made_up)
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(|never| match never {}))),
@@ -232,7 +253,7 @@ fn proxy(
     let decision = (conn.mode == Mode::Http
         && expects_continue(req.version(), req.headers(), req.body()))
     .then(Arc::<Continue>::default);
-    let rx = conn.target.metrics.rx.clone();
+    let rx = &conn.target.metrics.rx;
     let mut req = req.map(|body| Counted::new(ClientBody::new(body, decision.clone()), rx));
     if let Some(d) = &decision {
         let d = d.clone();
@@ -271,8 +292,7 @@ fn proxy(
                 upstream_upgrade,
             ));
         }
-        let tx = conn.target.metrics.tx.clone();
-        in_flight.finish(resp.map(|b| Either::Left(Counted::new(b, tx))))
+        in_flight.finish(resp.map(Either::Left))
     })
 }
 
