@@ -143,12 +143,10 @@ impl FakeApiServer {
         if self.is_running() {
             return Ok(());
         }
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: self.addr,
-                source,
-            })?;
+        let listener = rebind(self.addr).await.map_err(|source| Error::Bind {
+            addr: self.addr,
+            source,
+        })?;
         let running = Running::spawn(listener, &self.shared);
         *self.running.lock() = Some(running);
         tracing::debug!(addr = %self.addr, "fake API server started again");
@@ -427,7 +425,27 @@ async fn serve(
             },
         }
     }
+    // Dropping the set would only ask its tasks to stop; wait until every connection is
+    // closed, so that `stop` returns with no socket of the server left open on the port.
+    connections.shutdown().await;
     tracing::debug!("fake API server stopped");
+}
+
+/// Binds `addr` again after a [stop](FakeApiServer::stop). The connections the server cut
+/// may still be closing (their sockets hold the port until the client's side has closed too),
+/// and the kernel refused the bind once in a CI run under load: tries for up to two seconds
+/// while the port is in use.
+async fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            bound => return bound,
+        }
+    }
 }
 
 /// Binds `127.0.0.1` on a random port below the kernel's ephemeral range (20000 up to it).
