@@ -33,7 +33,7 @@ impl<B: Body> Counted<B> {
 
 impl<B> Drop for Counted<B> {
     fn drop(&mut self) {
-        if let (Some(counter), true) = (&self.counter, self.bytes > 0) {
+        if let Some(counter) = self.counter.as_ref().filter(|_| self.bytes > 0) {
             counter.inc_by(self.bytes);
         }
     }
@@ -48,11 +48,7 @@ impl<B: Body + Unpin> Body for Counted<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.bytes += data.remaining() as u64;
-            }
-        }
+        self.bytes += data_bytes(&polled);
         polled
     }
 
@@ -62,6 +58,14 @@ impl<B: Body + Unpin> Body for Counted<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The bytes a polled frame carries: its data's length, or 0 (no frame, trailers, an error).
+pub(super) fn data_bytes<D: Buf, E>(polled: &Poll<Option<Result<Frame<D>, E>>>) -> u64 {
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => frame.data_ref().map_or(0, |d| d.remaining() as u64),
+        _ => 0,
     }
 }
 

@@ -19,7 +19,7 @@ use svc_tower::error::{
 };
 use svc_tower::layer::{Balance, Destination, NoFallback};
 
-use super::body::Counted;
+use super::body::{data_bytes, Counted};
 use super::expect::{expects_continue, ClientBody, Continue};
 use super::head_clock::HeadClock;
 use super::headers::{strip_scanned, Scan};
@@ -154,11 +154,7 @@ impl hyper::body::Body for ResponseBody {
         match &mut self.inner {
             Either::Left(proxied) => {
                 let polled = Pin::new(proxied).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(frame))) = &polled {
-                    if let Some(data) = frame.data_ref() {
-                        self.sent += data.len() as u64;
-                    }
-                }
+                self.sent += data_bytes(&polled);
                 polled
             }
             Either::Right(made_up) => Pin::new(made_up)

@@ -387,19 +387,18 @@ impl EndpointPool {
         if let (Some(client), Some(_)) = (client, set.affinity) {
             let mut table = shared.affinity.lock();
             if let Some(table) = table.as_mut() {
-                let instant = at;
                 let usable = |addr: SocketAddr| {
                     !exclude.contains(&addr)
                         && set
                             .find(addr)
                             .is_some_and(|e| !(skip_ejected && e.is_ejected()))
                 };
-                if let Some(addr) = table.get(client, instant, usable) {
+                if let Some(addr) = table.get(client, at, usable) {
                     let ep = set.find(addr).expect("checked by `usable`");
                     return Ok(Pick::new(ep.clone(), shared.clone()));
                 }
                 let ep = self.choose(eps, now, skip_ejected, exclude);
-                table.insert(client, ep.addr, instant);
+                table.insert(client, ep.addr, at);
                 return Ok(Pick::new(ep.clone(), shared.clone()));
             }
         }
