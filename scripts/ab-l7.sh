@@ -14,6 +14,8 @@
 #   HAPROXY=1   also measure haproxy (the harness's http frontend and backend settings)
 #   PERF_DIR=   also sample each process with `perf record -e cpu-clock` during its runs,
 #               into PERF_DIR/NAME.MODE.data (the last round's); read with `perf report -i`
+#   PERF_FREQ=4999 PERF_ARGS=  perf's sampling rate and extra flags (call graphs:
+#               PERF_FREQ=999 PERF_ARGS="--call-graph dwarf,16384")
 # OLD or NEW may be `floor:MODE` (hyper-proxy, hyper-inline, hyper-serve, raw-h1): the l7-floor example
 # (FLOOR_BIN, default target/release/examples/l7-floor) in that mode, on the same backends.
 # Uses 127.230.0.0/24 only. Needs wrk, h2load, nginx, haproxy
@@ -134,7 +136,7 @@ measure() { # name pid host port
   nstat -n >/dev/null 2>&1 || true
   c0=$(cat /proc/"$2"/task/*/status | awk '/^voluntary_ctxt_switches/{s+=$2} END{print s+0}')
   if [ -n "${PERF_DIR:-}" ]; then
-    perf record -q -e cpu-clock -F 4999 -p "$2" -o "$PERF_DIR/$1.$mode.data" -- sleep "$secs" \
+    perf record -q -e cpu-clock -F ${PERF_FREQ:-4999} ${PERF_ARGS:-} -p "$2" -o "$PERF_DIR/$1.$mode.data" -- sleep "$secs" \
       2>/dev/null &
     perf_pid=$!
   fi

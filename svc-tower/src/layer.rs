@@ -110,7 +110,7 @@ use tokio::sync::Semaphore;
 pub use destination::{Destination, EndpointObserver};
 pub use future::ResponseFuture;
 pub use response_body::ResponseBody;
-pub use service::{Balance, NoFallback};
+pub use service::{Balance, BalanceHolder, NoFallback};
 
 use crate::balance::Pools;
 

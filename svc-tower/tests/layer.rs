@@ -11,7 +11,8 @@ use svc_core::store::Event;
 use svc_tower::balance::Pools;
 use svc_tower::error::{NoEndpoints, NoEndpointsReason, UnknownService};
 use svc_tower::layer::{
-    Balance, BalanceLayer, Destination, EndpointObserver, HttpVersion, NoFallback, ResponseBody,
+    Balance, BalanceHolder, BalanceLayer, Destination, EndpointObserver, HttpVersion, NoFallback,
+    ResponseBody,
 };
 use svc_tower::policy::Scope;
 use svc_tower::EndpointPool;
@@ -278,6 +279,9 @@ impl EndpointObserver for Observed {
 
 /// A proxy's way in: the request names no Service (its authority is not one), yet goes to
 /// the destination's pool; every attempt is reported to the observer.
+///
+/// Sent three ways: as an extension through `tower::Service`, with `send_to`, and with
+/// `send_held` through a handle (as svc-proxy sends).
 #[tokio::test]
 async fn destination_routes_by_pool_and_reports_every_attempt() {
     let b1 = Backend::start([127, 0, 6, 1]).await;
@@ -298,19 +302,23 @@ async fn destination_routes_by_pool_and_reports_every_attempt() {
     let mut seen = HashMap::<String, u32>::new();
     let mut sent = 0;
     for _ in 0..20 {
-        // Half as an extension through `tower::Service`, half with `send_to`.
-        let round: Vec<_> = (0..16)
+        let round: Vec<_> = (0..18)
             .map(|i| {
                 let mut req = get("http://elsewhere.example/");
                 let (client, destination) = (client.clone(), destination.clone());
                 async move {
-                    if i % 2 == 0 {
-                        req.extensions_mut().insert(destination);
-                        client.oneshot(req).await
-                    } else {
-                        let sent = client.send_to(req, &destination).await;
-                        sent.map(|response| response.map(ResponseBody::Endpoint))
-                    }
+                    let sent = match i % 3 {
+                        0 => {
+                            req.extensions_mut().insert(destination);
+                            return client.oneshot(req).await;
+                        }
+                        1 => client.send_to(req, &destination).await,
+                        _ => {
+                            let held = Held(std::sync::Arc::new((client, destination)));
+                            Client::send_held(held, req).await
+                        }
+                    };
+                    sent.map(|response| response.map(ResponseBody::Endpoint))
                 }
             })
             .collect();
@@ -330,4 +338,20 @@ async fn destination_routes_by_pool_and_reports_every_attempt() {
     let failed: u32 = failures.values().sum();
     assert_eq!(picks, sent + failed, "one pick per attempt");
     assert!(failures.keys().all(|a| *a == dead), "{failures:?}");
+}
+
+/// A handle for `send_held`, as a proxy's connection state would be.
+struct Held(std::sync::Arc<(Client, Destination)>);
+
+impl BalanceHolder for Held {
+    type Fallback = NoFallback;
+    type Body = Body;
+
+    fn balance(&self) -> &Client {
+        &self.0 .0
+    }
+
+    fn destination(&self) -> &Destination {
+        &self.0 .1
+    }
 }

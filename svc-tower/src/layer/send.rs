@@ -39,15 +39,15 @@ fn service_authority(dest: &Destination) -> Result<Authority, MissingAuthority> 
 /// the future holds it once. An `async fn` keeps its arguments for its whole life next to
 /// what it makes of them, and this future is moved (whole) into each future that awaits it:
 /// at 2 KiB it was the largest part of every request's state.
-pub(super) fn send<'a, B>(
-    config: &'a Config,
+pub(super) fn send<C, B>(
+    ctx: C,
     route: Arc<Route<B>>,
     req: Request<B>,
     authority: Option<Authority>,
     scheme: Scheme,
-    dest: Option<&'a Destination>,
-) -> impl Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'a
+) -> impl Future<Output = Result<Response<Incoming>, BoxError>> + Send
 where
+    C: SendContext,
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
@@ -59,18 +59,19 @@ where
     }
     // `detect`: the protocol comes from the port's appProtocol, which an endpoint may not
     // live up to (an HTTP/1.1 pod behind an h2c port); see `EndpointConns::sender`.
-    let (proto, detect) = match (config.version, route.proto_hint) {
+    let (proto, detect) = match (ctx.config().version, route.proto_hint) {
         (HttpVersion::Http1, _) => (Proto::Http1, false),
         (HttpVersion::Http2, _) => (Proto::Http2, false),
         (HttpVersion::Auto, _) if req.version() == Version::HTTP_2 => (Proto::Http2, false),
         (HttpVersion::Auto | HttpVersion::Service, Some(hint)) => (hint, true),
         (HttpVersion::Auto | HttpVersion::Service, None) => (Proto::Http1, false),
     };
-    let client = dest.and_then(|d| d.client);
+    let client = ctx.dest().and_then(|d| d.client);
     let (parts, body) = req.into_parts();
     let (body, progress) = Watched::new(body);
     let mut req = Request::from_parts(parts, body);
     Either::Right(async move {
+        let (config, dest) = (ctx.config(), ctx.dest());
         let mut tried: Vec<SocketAddr> = Vec::new();
         let (mut attempts, mut stale_retries, mut fresh) = (0, 0, false);
         loop {
@@ -194,6 +195,25 @@ where
             }
         }
     })
+}
+
+/// Where a send finds its settings and destination: borrowed by a caller that awaits the
+/// send itself, or held by the send's future (see [`Balance::send_held`]).
+///
+/// [`Balance::send_held`]: super::Balance::send_held
+pub(super) trait SendContext: Send + Sync {
+    fn config(&self) -> &Config;
+    fn dest(&self) -> Option<&Destination>;
+}
+
+impl SendContext for (&Config, Option<&Destination>) {
+    fn config(&self) -> &Config {
+        self.0
+    }
+
+    fn dest(&self) -> Option<&Destination> {
+        self.1
+    }
 }
 
 fn into_io(error: BoxError) -> std::io::Error {

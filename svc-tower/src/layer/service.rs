@@ -17,7 +17,7 @@ use super::destination::Destination;
 use super::future::ResponseFuture;
 use super::limit::InFlight;
 use super::route::{Route, Routes};
-use super::send::send;
+use super::send::{send, SendContext};
 use super::{Config, ResponseBody};
 use crate::balance::Pools;
 use crate::error::{
@@ -200,7 +200,8 @@ where
     };
     match routed {
         Routed::Cluster(route) => {
-            let result = send(&config, route, req, Some(authority.clone()), scheme, None).await;
+            let ctx = (&*config, None);
+            let result = send(ctx, route, req, Some(authority.clone()), scheme).await;
             if let Err(e) = &result {
                 let gone = e
                     .downcast_ref::<NoEndpoints>()
@@ -242,6 +243,54 @@ where
     ) -> impl Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'a {
         to_destination(&self.pools, &self.config, req, destination)
     }
+
+    /// [`send_to`](Self::send_to) through a handle that `held` keeps the balancer and the
+    /// destination in: the future owns the handle, so it borrows nothing. A proxy builds its
+    /// per-request future around this one without an `async` block, whose copy of the request
+    /// (and of this future, moved in when first awaited) made each request's state a third
+    /// larger.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_to`](Self::send_to).
+    pub fn send_held<H>(
+        held: H,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<Incoming>, BoxError>> + Send
+    where
+        H: BalanceHolder<Fallback = S, Body = B>,
+    {
+        let balance = held.balance();
+        let route = destination_route::<B>(held.destination(), &balance.pools, &balance.config);
+        let (authority, scheme) = authority_and_scheme(&req);
+        send(Held(held), route, req, authority, scheme)
+    }
+}
+
+/// A handle that keeps a [`Balance`] and a [`Destination`] alive (an `Arc` of a proxy
+/// connection's state, say): what [`Balance::send_held`] sends through.
+pub trait BalanceHolder: Send + Sync + 'static {
+    /// The balancer's fallback (not used: the request goes to the destination).
+    type Fallback;
+    /// The request body.
+    type Body;
+    /// The balancer to send with.
+    fn balance(&self) -> &Balance<Self::Fallback, Self::Body>;
+    /// Where requests go.
+    fn destination(&self) -> &Destination;
+}
+
+/// A [`BalanceHolder`] as the context of a send.
+struct Held<H>(H);
+
+impl<H: BalanceHolder> SendContext for Held<H> {
+    fn config(&self) -> &Config {
+        &self.0.balance().config
+    }
+
+    fn dest(&self) -> Option<&Destination> {
+        Some(self.0.destination())
+    }
 }
 
 /// Not an `async fn`: the route is found here, so that the future is `send`'s alone (each
@@ -258,10 +307,16 @@ where
     B::Error: Into<BoxError>,
 {
     let route = destination_route::<B>(dest, pools, config);
-    // The authority is worked out only if the upstream request needs it (see `prepare`).
+    let (authority, scheme) = authority_and_scheme(&req);
+    send((&**config, Some(dest)), route, req, authority, scheme)
+}
+
+/// The authority to send with and the scheme. The authority is worked out only if the
+/// upstream request needs it (see `prepare`).
+fn authority_and_scheme<B>(req: &Request<B>) -> (Option<Authority>, Scheme) {
     let authority = req.uri().authority().cloned();
     let scheme = req.uri().scheme().cloned().unwrap_or(Scheme::HTTP);
-    send(config, route, req, authority, scheme, Some(dest))
+    (authority, scheme)
 }
 
 /// The route a [`Destination`] carries, made by its first request.
