@@ -41,7 +41,8 @@
 //! A [`Destination`] request extension routes a request to a given Service port instead of by
 //! its authority, as a proxy that knows the port from the listener needs;
 //! [`Balance::send_to`] does the same without going through [`tower::Service`] (no boxed
-//! future per request).
+//! future per request), and [`Balance::send_held`] through a [`BalanceHolder`] handle, for a
+//! future that borrows nothing.
 //!
 //! Errors are [`BoxError`](crate::error::BoxError)s that downcast to
 //! [`NoEndpoints`](crate::error::NoEndpoints), [`ConnectFailed`](crate::error::ConnectFailed),
