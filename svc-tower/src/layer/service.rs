@@ -246,9 +246,9 @@ where
 
     /// [`send_to`](Self::send_to) through a handle that `held` keeps the balancer and the
     /// destination in: the future owns the handle, so it borrows nothing. A proxy builds its
-    /// per-request future around this one without an `async` block, whose copy of the request
-    /// (and of this future, moved in when first awaited) made each request's state a third
-    /// larger.
+    /// per-request future around this one without an `async` block, whose dead copy of the
+    /// request made each request's state about a quarter larger (and which moved this future
+    /// into itself when first polled).
     ///
     /// # Errors
     ///
