@@ -90,9 +90,7 @@ impl std::ops::Deref for Proxy {
 impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Pin<
-        Box<dyn std::future::Future<Output = Result<Response<ResponseBody>, Self::Error>> + Send>,
-    >;
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.clock.request(req.version());
@@ -108,7 +106,7 @@ struct InFlight(Proxy);
 
 impl InFlight {
     /// The response the client gets: counted, with its body ending this request.
-    fn finish(self, resp: Response<Body>) -> Result<Response<ResponseBody>, Infallible> {
+    fn finish(self, resp: Response<Body>) -> Answer {
         self.0.target.metrics.request(resp.status());
         Ok(resp.map(|inner| ResponseBody {
             inner,
