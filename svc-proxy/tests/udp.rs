@@ -165,9 +165,13 @@ async fn udp_setup(
 /// Sends exactly one datagram from each of `n` fresh sockets on `client_ip` (all at once, or
 /// one socket after the other when `serial`) and counts the sockets that got their answer. No
 /// resends: every DNS query is a fresh socket's first datagram.
+///
+/// Every socket stays open until all are done: a closed socket's port may be handed to the
+/// next one, whose datagram then belongs to the old socket's flow (as it would for any
+/// proxy keyed by address and port), and the flows would no longer be one per socket.
 async fn first_datagrams_answered(client_ip: &str, to: &str, n: usize, serial: bool) -> usize {
     let mut tasks = Vec::new();
-    let mut answered = 0;
+    let mut done = Vec::new();
     for i in 0..n {
         let socket = UdpSocket::bind(format!("{client_ip}:0")).await.unwrap();
         socket.connect(to).await.unwrap();
@@ -176,18 +180,19 @@ async fn first_datagrams_answered(client_ip: &str, to: &str, n: usize, serial: b
             socket.send(msg.as_bytes()).await.unwrap();
             let mut buf = [0u8; 64];
             let got = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await;
-            matches!(got, Ok(Ok(len)) if buf[..len] == *msg.as_bytes())
+            let answered = matches!(got, Ok(Ok(len)) if buf[..len] == *msg.as_bytes());
+            (answered, socket)
         });
         if serial {
-            answered += usize::from(task.await.unwrap());
+            done.push(task.await.unwrap());
         } else {
             tasks.push(task);
         }
     }
     for t in tasks {
-        answered += usize::from(t.await.unwrap());
+        done.push(t.await.unwrap());
     }
-    answered
+    done.iter().filter(|(answered, _)| *answered).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
