@@ -174,11 +174,28 @@ pub struct Args {
     #[arg(long, env = "SVC_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 
+    /// HTTP mode: what serves HTTP/1.1 clients on `http` ports. `direct` forwards plain
+    /// requests (origin form, no body or a `Content-Length` body of up to 64 KiB with its
+    /// head, no hop-by-hop headers but `Connection`) itself, as bytes, and hands a connection
+    /// to hyper at its first other request; `hyper` serves every request with hyper's server
+    /// and client. h2c ports and HTTP/2 clients are always hyper's.
+    #[arg(long, env = "SVC_PROXY_HTTP1_ENGINE", value_enum, default_value_t = Http1Engine::Direct)]
+    pub http1_engine: Http1Engine,
+
     /// How flows still open when `--drain-timeout` passes are ended: `reset` (RST, so that
     /// clients see a cut transfer as an error) or `fin` (an orderly close, which a client of a
     /// raw TCP stream cannot tell from a complete transfer).
     #[arg(long, env = "SVC_PROXY_DRAIN_DEADLINE_CLOSE", value_enum, default_value_t = DeadlineClose::Reset)]
     pub drain_deadline_close: DeadlineClose,
+}
+
+/// What serves HTTP/1.1 clients on `http` ports (see `--http1-engine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Http1Engine {
+    /// The proxy's own HTTP/1.1 forwarding, hyper for the rest.
+    Direct,
+    /// hyper's server and client for every request.
+    Hyper,
 }
 
 /// How flows cut at the drain deadline are closed.

@@ -21,6 +21,7 @@
 //! broken request body is its own fault (400), never the endpoint's.
 
 pub mod body;
+pub mod direct;
 pub mod expect;
 pub mod head_clock;
 pub mod headers;
@@ -42,11 +43,12 @@ use svc_tower::main_first::{MainFirst, Polled};
 use tokio::net::TcpStream;
 use tower::Layer;
 
-use crate::cli::non_zero;
+use crate::cli::{non_zero, Http1Engine};
 use crate::metrics::WorkerEndpointMetrics;
 use crate::shutdown::Drain;
 use crate::target::{Mode, Target};
-use io::ResetOnCut;
+use direct::{Direct, Served};
+use io::{Prefixed, ResetOnCut};
 use service::{Proxy, RequestBody};
 
 /// Idle HTTP/1.1 connections kept per endpoint. Connections go back to the pool as soon as
@@ -65,6 +67,8 @@ pub struct Handler {
     balance: Balance<NoFallback, RequestBody>,
     destination: Destination,
     header_timeout: Option<Duration>,
+    /// The direct engine, for `http` ports under `--http1-engine direct`.
+    direct: Option<Arc<Direct>>,
 }
 
 impl Handler {
@@ -104,9 +108,12 @@ impl Handler {
         if mode == Mode::H2c {
             builder = builder.http2_only();
         }
-        let observer = WorkerEndpointMetrics::new(target.metrics.clone());
-        let destination = Destination::new(target.pool().clone()).observer(Arc::new(observer));
+        let observer = Arc::new(WorkerEndpointMetrics::new(target.metrics.clone()));
+        let destination = Destination::new(target.pool().clone()).observer(observer.clone());
+        let direct = (mode == Mode::Http && args.http1_engine == Http1Engine::Direct)
+            .then(|| Direct::new(target.clone(), observer, MAX_IDLE_PER_ENDPOINT));
         Self {
+            direct,
             header_timeout: non_zero(args.header_read_timeout),
             target,
             mode,
@@ -123,38 +130,51 @@ impl Handler {
         client: SocketAddr,
     ) -> impl Future<Output = ()> + Send + 'static {
         let refused = crate::tcp::refused(&stream, &self.target);
-        let proxy = Proxy::new(
-            self.target.clone(),
-            self.balance.clone(),
-            &self.destination,
-            client,
-            self.mode,
-        );
+        let target = self.target.clone();
+        let (balance, destination) = (self.balance.clone(), self.destination.clone());
         let (builder, header_timeout) = (self.builder.clone(), self.header_timeout);
+        let (direct, mode) = (self.direct.clone(), self.mode);
         async move {
-            if !refused {
-                connection(builder, stream, proxy, header_timeout).await;
+            if refused {
+                return;
             }
+            let metrics = &target.metrics;
+            metrics.connections.inc();
+            metrics.active.inc();
+            let mut io = ResetOnCut::new(stream, target.ctx.drain.cut_token());
+            let unserved = match &direct {
+                Some(direct) => match direct.serve(&mut io, client).await {
+                    Served::Closed => None,
+                    Served::Hyper(read) => Some(read),
+                },
+                None => Some(None),
+            };
+            if let Some(read) = unserved {
+                // Made now: its header read clock starts with hyper's first request.
+                let proxy = Proxy::new(target.clone(), balance, &destination, client, mode);
+                let io = Prefixed::new(read.map(|b| b.to_vec()).unwrap_or_default(), io);
+                connection(builder, io, proxy, header_timeout).await;
+            }
+            metrics.active.dec();
         }
     }
 }
 
-/// Serves one client connection; on shutdown, finishes the request in flight and closes.
-/// A connection that has waited `header_timeout` for a request head is closed (see
+/// Serves one client connection with hyper; on shutdown, finishes the request in flight and
+/// closes. A connection that has waited `header_timeout` for a request head is closed (see
 /// `head_clock`).
-async fn connection(
+async fn connection<I>(
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    io: I,
     proxy: Proxy,
     header_timeout: Option<Duration>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let target = proxy.target.clone();
     let client = proxy.client;
     let state = proxy.clone();
-    target.metrics.connections.inc();
-    target.metrics.active.inc();
     let drain = &target.ctx.drain;
-    let io = ResetOnCut::new(stream, drain.cut_token());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), proxy);
     tokio::pin!(conn);
     let overdue = async {
@@ -186,7 +206,6 @@ async fn connection(
     if let Err(error) = result {
         tracing::debug!(service = %target.service, %client, %error, "http connection ended with an error");
     }
-    target.metrics.active.dec();
 }
 
 /// What, besides its own end, ends a client connection's wait.

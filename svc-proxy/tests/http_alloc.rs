@@ -94,14 +94,13 @@ async fn request(stream: &mut TcpStream, buf: &mut [u8]) -> [u8; 12] {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn steady_state_http1_request_allocations_are_bounded() {
-    let _profiler = dhat::Profiler::builder().testing().build();
-    let net = 230;
+/// Allocations per steady-state request through a proxy started with `engine_args`, on
+/// its own addresses (`127.{net}.0.0/24`).
+async fn allocations_per_request(net: u8, engine_args: &[&str]) -> f64 {
     for i in 11..=12 {
         raw_endpoint(format!("127.{net}.0.{i}:8080").parse().unwrap()).await;
     }
-    let m = Manifests::new("http-alloc");
+    let m = Manifests::new(&format!("http-alloc-{net}"));
     m.write(
         "svc.yaml",
         &service(
@@ -122,15 +121,16 @@ async fn steady_state_http1_request_allocations_are_bounded() {
         ),
     );
     let admin = format!("127.{net}.0.1:9901");
-    let proxy = Proxy::start(&[
+    let mut args = vec![
         "--manifests",
         m.path().to_str().unwrap(),
         "--admin-addr",
         &admin,
         "--threads",
         "1",
-    ])
-    .await;
+    ];
+    args.extend_from_slice(engine_args);
+    let proxy = Proxy::start(&args).await;
     let addr: SocketAddr = format!("127.{net}.0.1:80").parse().unwrap();
     wait_listening(addr).await;
 
@@ -138,7 +138,7 @@ async fn steady_state_http1_request_allocations_are_bounded() {
     stream.set_nodelay(true).unwrap();
     let mut buf = vec![0u8; 8192];
     // Warm up: upstream connections to both endpoints, the route, hyper's date cache, lazily
-    // built metrics series.
+    // built metrics series, the worker's buffer pool.
     for _ in 0..300 {
         assert_eq!(&request(&mut stream, &mut buf).await, b"HTTP/1.1 200");
     }
@@ -153,19 +153,33 @@ async fn steady_state_http1_request_allocations_are_bounded() {
     let bytes = after.total_bytes - before.total_bytes;
     let per_request = blocks as f64 / N as f64;
     eprintln!(
-        "http1 keep-alive through the proxy: {per_request:.2} allocations ({} bytes) per request",
+        "http1 keep-alive through the proxy ({engine_args:?}): {per_request:.2} allocations ({} bytes) per request",
         bytes / N
+    );
+    drop(stream);
+    proxy.stop().await.unwrap();
+    per_request
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn steady_state_http1_request_allocations_are_bounded() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    // The direct engine reads and writes through the worker's pooled buffers and keeps its
+    // upstream connections in a list: measured 0.00 per request. The bound leaves room for
+    // stray timer or metrics allocations across the run, not for one per request.
+    let direct = allocations_per_request(230, &[]).await;
+    dhat::assert!(
+        direct <= 0.1,
+        "direct engine: {direct:.2} allocations per request"
     );
     // Measured: 8.0 per request before issue 12's work, 7.0 after (BENCHMARKS.md); of the
     // 7, six are hyper's (a fresh 8 KiB read buffer on each side, because the request and
     // response heads still share the old one while they are forwarded, and its promotion to
     // shared; the client dispatch's oneshot; the response body's channel) and one is our
-    // boxed service future. The bound leaves room for stray timer or metrics allocations
-    // across the run, not for one more per request.
+    // boxed service future.
+    let hyper = allocations_per_request(231, &["--http1-engine", "hyper"]).await;
     dhat::assert!(
-        per_request <= 7.5,
-        "{per_request:.2} allocations per request ({blocks} in {N})"
+        hyper <= 7.5,
+        "hyper engine: {hyper:.2} allocations per request"
     );
-    drop(stream);
-    proxy.stop().await.unwrap();
 }

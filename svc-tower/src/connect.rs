@@ -17,5 +17,7 @@ mod routed;
 
 pub(crate) use self::http::tcp;
 pub use self::http::{Connecting, SvcConnector};
+/// HTTP/1.1 body framing, for proxies that forward bodies verbatim (svc-proxy's HTTP mode).
+pub use h1::{Body as BodyFraming, Chunk, Invalid as InvalidFraming};
 pub use resolve::{Resolving, SocketAddrs, SvcResolver};
 pub use routed::SvcStream;

@@ -49,7 +49,7 @@ impl Pick {
 
     /// [`success`](Self::success) of a use from `start` to `end`: the caller's clock reads
     /// give both the RTT and the sample's time (the request path reads the clock enough).
-    pub(crate) fn success_between(self, start: Instant, end: Instant) {
+    pub fn success_between(self, start: Instant, end: Instant) {
         let rtt = end.saturating_duration_since(start);
         self.ep
             .success(rtt, self.shared.nanos_at(end), self.shared.decay_ns);

@@ -365,7 +365,11 @@ impl EndpointPool {
 
     /// [`pick_excluding`](Self::pick_excluding) at `at`, a clock read of the caller's (a
     /// request path reads the clock enough without the pool reading it again).
-    pub(crate) fn pick_excluding_at(
+    ///
+    /// # Errors
+    ///
+    /// [`NoEndpoints`] at once when nothing is eligible.
+    pub fn pick_excluding_at(
         &self,
         client: Option<IpAddr>,
         exclude: &[SocketAddr],

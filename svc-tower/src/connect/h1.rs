@@ -14,8 +14,9 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 
 /// The bytes are not an HTTP/1.1 message this module can frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Invalid;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an HTTP/1.1 message body that can be framed")]
+pub struct Invalid;
 
 /// Collects a message head up to its empty line.
 #[derive(Debug, Default)]
@@ -50,35 +51,55 @@ impl HeadReader {
     }
 }
 
-/// A message body being counted.
+/// Where an HTTP/1.1 message body ends (RFC 9112 §6), found by counting the body's bytes as
+/// they pass: a proxy that forwards a body verbatim learns from it when the next message
+/// starts, without decoding or buffering it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
+pub enum Body {
+    /// `Content-Length`: this many bytes are left.
     Length(u64),
+    /// `Transfer-Encoding: chunked`, trailers included.
     Chunked(Chunk),
     /// Ends when the connection does (a response without length).
     UntilClose,
 }
 
+/// Where a chunked body's reader is (see [`Body::chunked`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// In a chunk-size line: the size so far, and whether an extension or space started.
+pub enum Chunk {
+    /// In a chunk-size line.
     Size {
+        /// The size so far.
         size: u64,
+        /// Whether a hex digit has been seen.
         digits: bool,
+        /// Whether an extension or whitespace started (the rest of the line is skipped).
         tail: bool,
     },
+    /// In a chunk's data: this many bytes are left.
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
-    /// In the trailer section; `line` is the length of the current line.
+    /// In the trailer section.
     Trailer {
+        /// The length of the current line.
         line: usize,
     },
 }
 
 impl Body {
-    /// Counts bytes of the body: how many were used, and whether it is complete.
-    fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), Invalid> {
+    /// A chunked body, before its first chunk-size line.
+    pub fn chunked() -> Self {
+        chunked()
+    }
+
+    /// Counts bytes of the body: how many of `bytes` belong to it, and whether it is
+    /// complete with them.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`] for broken chunked framing.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), Invalid> {
         match self {
             Body::Length(left) => {
                 let used = (*left).min(bytes.len() as u64);
