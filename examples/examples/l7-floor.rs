@@ -13,6 +13,10 @@
 //!                goes back to an idle list unpolled (a checkout polls it once to learn
 //!                whether the backend closed it)
 //!   hyper-serve  hyper's server answering `200 ok` itself: no upstream at all
+//!   hyper-raw    hyper's server (for HTTP/2 clients: the h2c cells) in front of a raw HTTP/1.1
+//!                upstream: a request's own task writes its head to an idle connection and
+//!                reads the answer with httparse into a whole-body response (Content-Length
+//!                bodies only): what an HTTP/2 server pays with svc-proxy's direct upstream
 //!   raw-h1       HTTP/1.1 without hyper: one task per client connection reads a request with
 //!                httparse, writes it to its own upstream connection, reads the answer and
 //!                writes it back (Content-Length bodies only)
@@ -60,6 +64,7 @@ enum Floor {
     HyperProxy,
     HyperInline,
     HyperServe,
+    HyperRaw,
     RawH1,
 }
 
@@ -67,13 +72,14 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, listen, backends, threads] = args.as_slice() else {
         bail!(
-            "usage: l7-floor hyper-proxy|hyper-inline|hyper-serve|raw-h1 LISTEN BACKENDS THREADS"
+            "usage: l7-floor hyper-proxy|hyper-inline|hyper-serve|hyper-raw|raw-h1 LISTEN BACKENDS THREADS"
         );
     };
     let floor = match mode.as_str() {
         "hyper-proxy" => Floor::HyperProxy,
         "hyper-inline" => Floor::HyperInline,
         "hyper-serve" => Floor::HyperServe,
+        "hyper-raw" => Floor::HyperRaw,
         "raw-h1" => Floor::RawH1,
         other => bail!("unknown mode {other:?}"),
     };
@@ -112,6 +118,7 @@ fn worker(floor: Floor, listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow
         socket.bind(listen)?;
         let listener: TcpListener = socket.listen(1024)?;
         let upstreams = Arc::new(Upstreams::<SendRequest<Incoming>>::new(backends.clone()));
+        let raw = Arc::new(Upstreams::<TcpStream>::new(backends.clone()));
         let inline = Arc::new(InlineUpstreams::new(backends));
         let server = Arc::new(server());
         loop {
@@ -143,6 +150,14 @@ fn worker(floor: Floor, listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow
                 Floor::HyperServe => {
                     let svc = service_fn(|_req: Request<Incoming>| async {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+                    });
+                    serve(&server, stream, svc);
+                }
+                Floor::HyperRaw => {
+                    let raw = raw.clone();
+                    let svc = service_fn(move |req| {
+                        let raw = raw.clone();
+                        async move { raw.send_raw(req).await }
                     });
                     serve(&server, stream, svc);
                 }
@@ -226,6 +241,67 @@ impl Upstreams<SendRequest<Incoming>> {
         to_http1(&mut req);
         let resp = sender.send_request(req).await.map_err(io::Error::other)?;
         self.idle(i).push(sender);
+        Ok(resp)
+    }
+}
+
+impl Upstreams<TcpStream> {
+    /// Sends `req` (its head only) to the next backend on an idle raw connection (or a new
+    /// one) from this task, and reads the whole answer.
+    async fn send_raw(&self, req: Request<Incoming>) -> io::Result<Response<Full<Bytes>>> {
+        let i = self.pick();
+        let taken = self.idle(i).pop();
+        let mut stream = match taken {
+            Some(stream) => stream,
+            None => {
+                let stream = TcpStream::connect(self.backends[i]).await?;
+                stream.set_nodelay(true)?;
+                stream
+            }
+        };
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(req.method().as_str().as_bytes());
+        head.push(b' ');
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        head.extend_from_slice(path.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        if let Some(authority) = req.uri().authority() {
+            head.extend_from_slice(b"host: ");
+            head.extend_from_slice(authority.as_str().as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in req.headers() {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        stream.write_all(&head).await?;
+        let mut buf = Vec::with_capacity(8192);
+        let len = read_message(&mut stream, &mut buf, Message::Response)
+            .await?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed"))?;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(head_len)) = parsed.parse(&buf[..len]) else {
+            return Err(io::Error::other("unparsable response"));
+        };
+        let mut resp = Response::new(Full::new(Bytes::copy_from_slice(&buf[head_len..len])));
+        *resp.status_mut() =
+            http::StatusCode::from_u16(parsed.code.unwrap_or(502)).map_err(io::Error::other)?;
+        for h in parsed.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection")
+                || h.name.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            let name =
+                header::HeaderName::from_bytes(h.name.as_bytes()).map_err(io::Error::other)?;
+            let value = HeaderValue::from_bytes(h.value).map_err(io::Error::other)?;
+            resp.headers_mut().append(name, value);
+        }
+        self.idle(i).push(stream);
         Ok(resp)
     }
 }

@@ -151,7 +151,7 @@ impl Handler {
             };
             if let Some(read) = unserved {
                 // Made now: its header read clock starts with hyper's first request.
-                let proxy = Proxy::new(target.clone(), balance, &destination, client, mode);
+                let proxy = Proxy::new(target.clone(), balance, &destination, client, mode, direct);
                 let io = Prefixed::new(read.map(|b| b.to_vec()).unwrap_or_default(), io);
                 connection(builder, io, proxy, header_timeout).await;
             }

@@ -26,11 +26,14 @@
 //! response in flight.
 
 mod head;
+mod relay;
 mod upstream;
+
+pub use relay::{http1_head, RelayedBody};
 
 use std::borrow::Cow;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,12 +54,18 @@ use head::{Request, RequestHead, Response, ResponseHead};
 use svc_tower::layer::EndpointObserver;
 use upstream::Upstreams;
 
-/// The buffer a request (head and body) and each read of a response go through: the size
-/// TCP mode copies with, so both share the worker's pool of them.
-const BUF: usize = 64 * 1024;
+/// The buffer a request (head and body) is read into, and a response's reads start in: a
+/// request that does not fit is hyper's. Small, because a busy worker has one of each per
+/// request in flight (at 200 in flight, 64 KiB buffers went past what the worker's pool
+/// keeps and cost page faults).
+const BUF: usize = 16 * 1024;
 
-/// A response body read that fills [`BUF`] moves the rest of the body to a buffer this large
-/// (as TCP mode's bulk flows do): fewer, larger reads and writes.
+/// A response head that does not fit [`BUF`] continues in a buffer this large (up to
+/// `head::MAX_RESPONSE_HEAD`).
+const HEAD_BUF: usize = head::MAX_RESPONSE_HEAD;
+
+/// A response body read that fills its buffer moves the rest of the body to a buffer this
+/// large (as TCP mode's bulk flows do): fewer, larger reads and writes.
 const BULK_BUF: usize = 256 * 1024;
 
 /// Attempts on different endpoints when connects fail (svc-tower's default).
@@ -239,7 +248,6 @@ impl Direct {
         closing: &AtomicBool,
     ) -> io::Result<bool> {
         let close_client = || req.close || closing.load(Relaxed);
-        let pool = self.target.pool();
         let metrics = &self.target.metrics;
         if req.body > 0 {
             metrics.rx.inc_by(req.body as u64);
@@ -248,16 +256,52 @@ impl Direct {
             None => Cow::Borrowed(message),
             Some(head) => Cow::Owned([head, &message[req.len..]].concat()),
         };
+        let shape = Shape {
+            is_head: req.is_head,
+            idempotent: req.idempotent,
+        };
+        let answer = match self.dispatch(&out, shape, client.ip(), &close_client).await {
+            Ok(answer) => answer,
+            Err(failure) => return self.answer_error(client_io, failure, close_client()).await,
+        };
+        let Answer {
+            mut up,
+            rbuf,
+            head: resp,
+            addr,
+            at,
+        } = answer;
+        metrics.request(http::StatusCode::from_u16(resp.status).unwrap_or_default());
+        let forwarded = forward_response(client_io, &mut up, rbuf, &resp).await?;
+        if forwarded.endpoint_reusable && resp.reusable {
+            self.upstreams.checkin(addr, up, at);
+        }
+        if forwarded.body_bytes > 0 {
+            metrics.tx.inc_by(forwarded.body_bytes);
+        }
+        Ok(!resp.told_close())
+    }
+
+    /// Sends `out` (a whole request) to an endpoint and reads its response head, retrying as
+    /// svc-tower's send does: other endpoints when connects fail, a new connection when a
+    /// kept-alive one turns out closed. Reports the outcome to the balancer and the
+    /// per-endpoint observer.
+    async fn dispatch(
+        &self,
+        out: &[u8],
+        shape: Shape,
+        client: IpAddr,
+        close_client: &impl Fn() -> bool,
+    ) -> Result<Answer, Failure> {
+        let pool = self.target.pool();
         let mut tried: Vec<SocketAddr> = Vec::new();
         let (mut attempts, mut stale_retries, mut fresh) = (0, 0, false);
         loop {
             attempts += 1;
             let picked_at = Instant::now();
-            let Ok(pick) = pool.pick_excluding_at(Some(client.ip()), &tried, picked_at) else {
-                return self
-                    .answer_error(client_io, Failure::NoEndpoints, close_client())
-                    .await;
-            };
+            let pick = pool
+                .pick_excluding_at(Some(client), &tried, picked_at)
+                .map_err(|_| Failure::NoEndpoints)?;
             let addr = pick.addr;
             self.observer.picked(addr);
             let reused = match (!fresh).then(|| self.upstreams.checkout(addr, picked_at)) {
@@ -275,9 +319,7 @@ impl Direct {
                         tracing::debug!(endpoint = %addr, %error, attempts, "connect failed");
                         if attempts >= MAX_ATTEMPTS {
                             self.log_failure(addr, &error, "connect failed");
-                            return self
-                                .answer_error(client_io, Failure::Connect, close_client())
-                                .await;
+                            return Err(Failure::Connect);
                         }
                         tried.push(addr);
                         fresh = false;
@@ -288,17 +330,17 @@ impl Direct {
             // The RTT covers the request, not the connect (as svc-tower's does).
             let start = if is_reused { picked_at } else { Instant::now() };
             let mut rbuf = Buffer::take(BUF);
-            let sent = send(&mut up, &out, &mut rbuf, req, &close_client);
+            let sent = send(&mut up, out, &mut rbuf, shape.is_head, close_client);
             let outcome = match self.response_timeout {
                 Some(timeout) => tokio::time::timeout_at(start + timeout, sent)
                     .await
                     .unwrap_or(Err(Upstream::Timeout)),
                 None => sent.await,
             };
-            let resp = match outcome {
-                Ok(resp) => resp,
+            let head = match outcome {
+                Ok(head) => head,
                 Err(Upstream::Stale(error))
-                    if is_reused && stale_retries < MAX_STALE_RETRIES && req.idempotent =>
+                    if is_reused && stale_retries < MAX_STALE_RETRIES && shape.idempotent =>
                 {
                     tracing::debug!(endpoint = %addr, %error, "retrying on a new connection");
                     stale_retries += 1;
@@ -316,25 +358,23 @@ impl Direct {
                         Upstream::Invalid(why) => (Failure::Request, why.to_string()),
                     };
                     self.log_failure(addr, &error, "request failed");
-                    return self.answer_error(client_io, failure, close_client()).await;
+                    return Err(failure);
                 }
             };
-            let end = Instant::now();
-            if resp.status >= 500 {
+            let at = Instant::now();
+            if head.status >= 500 {
                 pick.failure();
                 self.observer.failed(addr);
             } else {
-                pick.success_between(start, end);
+                pick.success_between(start, at);
             }
-            metrics.request(http::StatusCode::from_u16(resp.status).unwrap_or_default());
-            let forwarded = forward_response(client_io, &mut up, rbuf, &resp).await?;
-            if forwarded.endpoint_reusable && resp.reusable {
-                self.upstreams.checkin(addr, up, end);
-            }
-            if forwarded.body_bytes > 0 {
-                metrics.tx.inc_by(forwarded.body_bytes);
-            }
-            return Ok(!resp.told_close());
+            return Ok(Answer {
+                up,
+                rbuf,
+                head,
+                addr,
+                at,
+            });
         }
     }
 
@@ -379,14 +419,19 @@ async fn send(
     up: &mut TcpStream,
     out: &[u8],
     rbuf: &mut Buffer,
-    req: &RequestHead,
+    is_head: bool,
     close_client: &impl Fn() -> bool,
 ) -> Result<ResponseHead, Upstream> {
     up.write_all(out).await.map_err(Upstream::Stale)?;
     let mut seen = false;
     loop {
         if rbuf.len() == rbuf.capacity() {
-            return Err(Upstream::Invalid("response head too large"));
+            if rbuf.capacity() >= HEAD_BUF {
+                return Err(Upstream::Invalid("response head too large"));
+            }
+            let mut larger = Buffer::take(HEAD_BUF);
+            larger.extend_from_slice(rbuf);
+            *rbuf = larger;
         }
         let n = match up.read_buf(&mut **rbuf).await {
             Ok(n) => n,
@@ -403,7 +448,7 @@ async fn send(
         }
         seen = true;
         loop {
-            match head::response(rbuf, req.is_head, close_client()) {
+            match head::response(rbuf, is_head, close_client()) {
                 Response::Partial => break,
                 Response::Informational(len) => {
                     rbuf.drain(..len);
@@ -428,17 +473,41 @@ async fn sweep_idle(direct: std::sync::Weak<Direct>, timeout: Duration) {
     }
 }
 
+/// What about a request decides how it is sent.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    /// A HEAD request: its response has no body.
+    is_head: bool,
+    /// It may be sent again (see [`RequestHead::idempotent`]).
+    idempotent: bool,
+}
+
+/// An endpoint's answer: the connection it came on, with the response head at the start of
+/// `rbuf` (and whatever of the body came with it).
+struct Answer {
+    up: TcpStream,
+    rbuf: Buffer,
+    head: ResponseHead,
+    addr: SocketAddr,
+    /// When the head was in.
+    at: Instant,
+}
+
 /// Why a request got no answer from an endpoint.
-enum Failure {
+pub enum Failure {
+    /// No endpoint is eligible.
     NoEndpoints,
+    /// Every connect failed.
     Connect,
+    /// No response head within the response timeout.
     Timeout,
+    /// The endpoint failed the request (or answered what cannot be forwarded).
     Request,
 }
 
 impl Failure {
     /// Status, reason and body: the hyper engine's (Envoy's statuses).
-    fn answer(&self) -> (u16, &'static str, &'static str) {
+    pub fn answer(&self) -> (u16, &'static str, &'static str) {
         match self {
             Failure::NoEndpoints => (503, "Service Unavailable", "no endpoints available\n"),
             Failure::Connect => (503, "Service Unavailable", "upstream connect failed\n"),
@@ -477,11 +546,13 @@ async fn forward_response(
     resp: &ResponseHead,
 ) -> io::Result<Forwarded> {
     let mut framing = resp.body;
+    // The content's bytes, not the chunk framing's: what the hyper engine counts.
+    let mut body_bytes = 0u64;
+    let mut count = |r: std::ops::Range<usize>| body_bytes += r.len() as u64;
     let (used, mut done) = framing
-        .feed(&rbuf[resp.len..])
+        .feed_with(&rbuf[resp.len..], &mut count)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let mut clean = resp.len + used == rbuf.len();
-    let mut body_bytes = used as u64;
     match &resp.rewritten {
         None => client_io.write_all(&rbuf[..resp.len + used]).await?,
         Some(head) => {
@@ -502,11 +573,10 @@ async fn forward_response(
             ));
         }
         let (used, end) = framing
-            .feed(&rbuf[..n])
+            .feed_with(&rbuf[..n], &mut count)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         done = end;
         clean = used == n;
-        body_bytes += used as u64;
         client_io.write_all(&rbuf[..used]).await?;
         if n == rbuf.capacity() && rbuf.capacity() < BULK_BUF {
             rbuf = Buffer::take(BULK_BUF);

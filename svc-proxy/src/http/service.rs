@@ -1,7 +1,7 @@
 //! The per-request proxy service of HTTP mode.
 
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::{ready, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::future;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::{Frame, Incoming, SizeHint};
 use svc_tower::error::{
     BoxError, ConnectFailed, MissingAuthority, NoEndpoints, RequestBodyFailed, RequestFailed,
@@ -20,6 +20,7 @@ use svc_tower::error::{
 use svc_tower::layer::{Balance, BalanceHolder, Destination, NoFallback};
 
 use super::body::{data_bytes, Counted};
+use super::direct::{http1_head, Direct, Failure, RelayedBody};
 use super::expect::{expects_continue, ClientBody, Continue};
 use super::head_clock::HeadClock;
 use super::headers::{strip_scanned, Scan};
@@ -29,9 +30,15 @@ use crate::target::{Mode, Target};
 /// under `Expect: 100-continue`), counted.
 pub type RequestBody = Counted<ClientBody>;
 
-/// The response body: the endpoint's (counted by [`ResponseBody`]), or one the proxy made up
-/// for an error.
-pub type Body = Either<Incoming, Full<Bytes>>;
+/// The response body (counted by [`ResponseBody`]).
+pub enum Body {
+    /// The endpoint's, through hyper's client.
+    Proxied(Incoming),
+    /// The endpoint's, through the direct engine's upstream connections.
+    Relayed(RelayedBody),
+    /// One the proxy made up for an error.
+    MadeUp(Full<Bytes>),
+}
 
 /// What a request's future resolves to, as hyper's service wants it.
 type Answer = Result<Response<ResponseBody>, Infallible>;
@@ -53,23 +60,28 @@ pub struct Connection {
     balance: Balance<NoFallback, RequestBody>,
     destination: Destination,
     mode: Mode,
+    /// The direct engine, whose upstream connections carry this connection's requests
+    /// without a body (`--http1-engine direct` on `http` ports).
+    direct: Option<Arc<Direct>>,
     /// Requests in flight and the wait for the next head (the header read timeout).
     pub(super) clock: HeadClock,
 }
 
 impl Proxy {
     /// The proxy for one connection from `client` to a listener in `mode`, sending requests
-    /// to `destination`.
+    /// to `destination` (those without a body through `direct`, if given).
     pub fn new(
         target: Arc<Target>,
         balance: Balance<NoFallback, RequestBody>,
         destination: &Destination,
         client: SocketAddr,
         mode: Mode,
+        direct: Option<Arc<Direct>>,
     ) -> Self {
         let destination = destination.clone().client(client.ip());
         Self(Arc::new(Connection {
             mode,
+            direct,
             target,
             client,
             balance,
@@ -143,30 +155,44 @@ impl Drop for ResponseBody {
 
 impl hyper::body::Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.inner {
-            Either::Left(proxied) => {
-                let polled = Pin::new(proxied).poll_frame(cx);
-                self.sent += data_bytes(&polled);
-                polled
-            }
-            Either::Right(made_up) => Pin::new(made_up)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Body::Proxied(proxied) => Pin::new(proxied)
                 .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
-        }
+                .map(|f| f.map(|f| f.map_err(BoxError::from))),
+            Body::Relayed(relayed) => Pin::new(relayed)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BoxError::from))),
+            Body::MadeUp(made_up) => {
+                return Pin::new(made_up)
+                    .poll_frame(cx)
+                    .map(|f| f.map(|f| f.map_err(|never| match never {})))
+            }
+        };
+        this.sent += data_bytes(&polled);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Body::Proxied(b) => b.is_end_stream(),
+            Body::Relayed(b) => b.is_end_stream(),
+            Body::MadeUp(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Body::Proxied(b) => b.size_hint(),
+            Body::Relayed(b) => b.size_hint(),
+            Body::MadeUp(b) => b.size_hint(),
+        }
     }
 }
 
@@ -177,7 +203,7 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 fn error(status: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(msg.as_bytes()))));
+    let mut resp = Response::new(Body::MadeUp(Full::new(Bytes::from_static(msg.as_bytes()))));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -203,6 +229,16 @@ fn error_response(e: &BoxError) -> Response<Body> {
     }
 }
 
+/// The answer to a relayed request that no endpoint answered (the same as
+/// [`error_response`]'s).
+fn relay_error(failure: &Failure) -> Response<Body> {
+    let (status, _, body) = failure.answer();
+    error(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        body,
+    )
+}
+
 /// The endpoint a failure is about, if it is one's.
 fn failed_endpoint(e: &BoxError) -> Option<SocketAddr> {
     if let Some(e) = e.downcast_ref::<ConnectFailed>() {
@@ -216,10 +252,7 @@ fn failed_endpoint(e: &BoxError) -> Option<SocketAddr> {
 
 /// Proxies one request. The checks and header rewrites run now; the future holds only
 /// the request as it will be sent (see `svc_tower`'s `send` for why that matters).
-fn proxy(
-    mut req: Request<Incoming>,
-    in_flight: InFlight,
-) -> future::Either<Ready<Answer>, impl Future<Output = Answer> + Send> {
+fn proxy(mut req: Request<Incoming>, in_flight: InFlight) -> impl Future<Output = Answer> + Send {
     let conn = &*in_flight.0;
     if req.method() == http::Method::CONNECT {
         let resp = error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
@@ -247,6 +280,28 @@ fn proxy(
     let decision = (conn.mode == Mode::Http
         && expects_continue(req.version(), req.headers(), req.body()))
     .then(Arc::<Continue>::default);
+    // HTTP/2 streams without a body only: an HTTP/1.1 connection hyper serves is one the
+    // direct engine handed over, whose requests all stay on hyper's path (one upstream pool
+    // for the connection, and the behaviour it always had).
+    let relayable =
+        req.version() == http::Version::HTTP_2 && hyper::body::Body::is_end_stream(req.body());
+    let relayed = match &conn.direct {
+        Some(direct) if relayable => {
+            http1_head(&req).map(|(head, shape)| (direct.clone(), head, shape))
+        }
+        _ => None,
+    };
+    if let Some((direct, head, shape)) = relayed {
+        drop(req);
+        let client = conn.client.ip();
+        return future::Either::Right(future::Either::Right(async move {
+            let resp = match direct.relay(head, shape, client).await {
+                Ok(resp) => resp.map(Body::Relayed),
+                Err(failure) => relay_error(&failure),
+            };
+            in_flight.finish(resp)
+        }));
+    }
     let rx = &conn.target.metrics.rx;
     let mut req = req.map(|body| Counted::new(ClientBody::new(body, decision.clone()), rx));
     if let Some(d) = &decision {
@@ -257,14 +312,14 @@ fn proxy(
             }
         });
     }
-    future::Either::Right(Proxying {
+    future::Either::Right(future::Either::Left(Proxying {
         sent: Balance::send_held(in_flight.0.clone(), req),
         after: Some(After {
             in_flight,
             decision,
             client_upgrade,
         }),
-    })
+    }))
 }
 
 /// One request's future after its checks: svc-tower's send, whose response is then made the
@@ -339,7 +394,7 @@ impl After {
                 upstream_upgrade,
             ));
         }
-        in_flight.finish(resp.map(Either::Left))
+        in_flight.finish(resp.map(Body::Proxied))
     }
 }
 

@@ -100,13 +100,35 @@ impl Body {
     ///
     /// [`Invalid`] for broken chunked framing.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), Invalid> {
+        self.feed_with(bytes, |_| {})
+    }
+
+    /// [`feed`](Self::feed), which also tells `data` where the body's content is in `bytes`
+    /// (without chunk framing and trailers), in order: for a proxy that decodes the body.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`] for broken chunked framing.
+    pub fn feed_with(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<(usize, bool), Invalid> {
         match self {
             Body::Length(left) => {
                 let used = (*left).min(bytes.len() as u64);
                 *left -= used;
+                if used > 0 {
+                    data(0..used as usize);
+                }
                 Ok((used as usize, *left == 0))
             }
-            Body::UntilClose => Ok((bytes.len(), false)),
+            Body::UntilClose => {
+                if !bytes.is_empty() {
+                    data(0..bytes.len());
+                }
+                Ok((bytes.len(), false))
+            }
             Body::Chunked(chunk) => {
                 let mut i = 0;
                 while i < bytes.len() {
@@ -135,6 +157,7 @@ impl Body {
                         Chunk::Data(left) => {
                             let used = (*left).min((bytes.len() - i) as u64);
                             *left -= used;
+                            data(i..i + used as usize);
                             i += used as usize;
                             if *left == 0 {
                                 *chunk = Chunk::DataEnd;

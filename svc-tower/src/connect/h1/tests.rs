@@ -155,3 +155,31 @@ fn bytes_after_a_response_are_not_its_own() {
     assert!(p.done);
     assert_eq!(p.used, bytes.len() - 5);
 }
+
+#[test]
+fn feed_with_finds_the_content_of_a_chunked_body_in_any_split() {
+    let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: t\r\n\r\nNEXT";
+    for step in 1..wire.len() {
+        let mut body = Body::chunked();
+        let (mut content, mut at, mut done) = (Vec::new(), 0, false);
+        while !done {
+            let end = (at + step).min(wire.len());
+            let bytes = &wire[at..end];
+            let (used, complete) = body
+                .feed_with(bytes, |r| content.extend_from_slice(&bytes[r]))
+                .unwrap();
+            at += used;
+            done = complete;
+        }
+        assert_eq!(content, b"hello, world", "step {step}");
+        assert_eq!(&wire[at..], b"NEXT", "step {step}");
+    }
+    let mut body = Body::Length(3);
+    let mut content = Vec::new();
+    let bytes = b"abcdef";
+    assert_eq!(
+        body.feed_with(bytes, |r| content.extend_from_slice(&bytes[r])),
+        Ok((3, true))
+    );
+    assert_eq!(content, b"abc");
+}
