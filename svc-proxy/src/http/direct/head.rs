@@ -5,10 +5,18 @@
 //! A request the engine does not handle itself is [`Request::Hyper`]: the connection then goes
 //! to hyper, which answers it exactly as HTTP mode always has (a 400 or 431 included).
 
+use std::mem::MaybeUninit;
+
 use svc_tower::connect::BodyFraming;
 
 /// Headers parsed per head: hyper's default limit (more go to hyper, which answers 431).
-const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
+
+/// Room for a head's headers, left uninitialized: `httparse` writes those it finds, and
+/// setting all 100 first (3.2 KB) cost as much as parsing a short head.
+pub fn uninit_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
 
 /// The largest response head read from an endpoint (hyper's client reads up to ~400 KB,
 /// but a response head past 64 KiB is an endpoint's bug, answered with 502).
@@ -48,9 +56,9 @@ pub struct RequestHead {
 /// Parses the request at the start of `buf`. A head longer than `max_head`, or a head and
 /// body longer than `max_message`, is hyper's.
 pub fn request(buf: &[u8], max_head: usize, max_message: usize) -> Request {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    let mut headers = uninit_headers();
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Request::Partial,
         _ => return Request::Hyper,
@@ -208,9 +216,13 @@ impl ResponseHead {
 /// `close_client`: the client connection closes after this response, which the forwarded
 /// head then says.
 pub fn response(buf: &[u8], is_head: bool, close_client: bool) -> Response {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = uninit_headers();
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Response::Partial,
         Ok(httparse::Status::Partial) => return Response::Invalid("response head too large"),

@@ -123,9 +123,11 @@ impl Direct {
 
 /// A response (without its body) from an HTTP/1.1 head, its header values sharing `head`.
 fn response_of(head: &Bytes) -> Option<Response<()>> {
-    let mut headers = [httparse::EMPTY_HEADER; 100];
-    let mut parsed = httparse::Response::new(&mut headers);
-    parsed.parse(head).ok()?;
+    let mut headers = super::head::uninit_headers();
+    let mut parsed = httparse::Response::new(&mut []);
+    httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut parsed, head, &mut headers)
+        .ok()?;
     let status = StatusCode::from_u16(parsed.code?).ok()?;
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
     let base = head.as_ptr() as usize;
