@@ -293,3 +293,65 @@ pub fn hop_by_hop(data: &[u8]) {
         assert_eq!(was, is, "{name} changed");
     }
 }
+
+/// Bytes read from a client or an endpoint, parsed as svc-proxy's direct HTTP/1.1 engine parses
+/// them (`http::direct::head`). What it forwards must say what it parsed: a rebuilt request
+/// head parses again as the same request, without `Connection`; a forwarded response head
+/// parses again with the same status and framing and without hop-by-hop headers; a body's
+/// content ranges lie inside the bytes given.
+pub fn h1_direct(data: &[u8]) {
+    use svc_proxy::http::direct::head::{self, Request, Response};
+    const MAX_HEAD: usize = 60 * 1024;
+    const MAX_MESSAGE: usize = 16 * 1024;
+    if let Request::Direct(req) = head::request(data, MAX_HEAD, MAX_MESSAGE) {
+        assert!(req.len <= data.len() && req.len + req.body <= MAX_MESSAGE);
+        if let Some(rewritten) = &req.rewritten {
+            let again = head::request(rewritten, MAX_HEAD, MAX_MESSAGE + rewritten.len());
+            let Request::Direct(again) = again else {
+                panic!(
+                    "the rebuilt head {:?} is not plain",
+                    String::from_utf8_lossy(rewritten)
+                );
+            };
+            assert_eq!((again.len, again.body), (rewritten.len(), req.body));
+            assert!(!again.close && again.rewritten.is_none());
+            assert_eq!(
+                (again.is_head, again.idempotent),
+                (req.is_head, req.idempotent)
+            );
+        }
+    }
+    for (is_head, close) in [(false, false), (true, true)] {
+        match head::response(data, is_head, close) {
+            Response::Final(resp) => {
+                assert!(resp.len <= data.len());
+                let forwarded = resp.rewritten.as_deref().unwrap_or(&data[..resp.len]);
+                let Response::Final(again) = head::response(forwarded, is_head, false) else {
+                    panic!(
+                        "the forwarded head {:?} does not parse",
+                        String::from_utf8_lossy(forwarded)
+                    );
+                };
+                assert_eq!((again.status, again.body), (resp.status, resp.body));
+                if resp.rewritten.is_some() {
+                    let text = String::from_utf8_lossy(forwarded).to_ascii_lowercase();
+                    for hop in [
+                        "\r\nkeep-alive:",
+                        "\r\nproxy-connection:",
+                        "\r\nupgrade:",
+                        "\r\nte:",
+                    ] {
+                        assert!(!text.contains(hop), "{hop} forwarded in {text:?}");
+                    }
+                }
+                let body = &data[resp.len..];
+                let mut framing = resp.body;
+                if let Ok((used, _)) = framing.feed_with(body, |r| assert!(r.end <= body.len())) {
+                    assert!(used <= body.len());
+                }
+            }
+            Response::Informational(len) => assert!(len <= data.len()),
+            Response::Partial | Response::Invalid(_) => {}
+        }
+    }
+}

@@ -46,3 +46,8 @@ fn dns_answer_corpus() {
 fn hop_by_hop_corpus() {
     replay("hop_by_hop", entries::hop_by_hop);
 }
+
+#[test]
+fn h1_direct_corpus() {
+    replay("h1_direct", entries::h1_direct);
+}

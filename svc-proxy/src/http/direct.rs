@@ -25,7 +25,7 @@
 //! forwarded, 5xx answers and failures feed outlier ejection, and drain finishes the
 //! response in flight.
 
-mod head;
+pub mod head;
 mod relay;
 mod upstream;
 

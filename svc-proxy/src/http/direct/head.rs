@@ -295,10 +295,16 @@ pub fn response(buf: &[u8], is_head: bool, close_client: bool) -> Response {
         out.push(b' ');
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
+        // The body is forwarded in the framing it came in, so the headers that frame it stay
+        // whatever `Connection` names.
+        let frames = |name: &str| {
+            name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("transfer-encoding")
+        };
         let dropped = |name: &str| {
             name.eq_ignore_ascii_case("connection")
                 || is_hop_by_hop(name.as_bytes())
-                || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+                || (named.iter().any(|n| n.eq_ignore_ascii_case(name)) && !frames(name))
         };
         for h in resp.headers.iter().filter(|h| !dropped(h.name)) {
             header_line(&mut out, h.name.as_bytes(), h.value);
@@ -455,6 +461,16 @@ mod tests {
         assert_eq!(
             h.rewritten.as_deref(),
             Some(&b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-End: 2\r\n\r\n"[..])
+        );
+        let h = fin(
+            b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n",
+            false,
+            false,
+        );
+        assert_eq!(
+            h.rewritten.as_deref(),
+            Some(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"[..]),
+            "the body's framing is kept whatever Connection names"
         );
         let h = fin(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false, true);
         assert!(!h.reusable);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, HOST};
+use http::header::{HeaderName, HeaderValue, COOKIE, HOST};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::{Frame, SizeHint};
 use svc_tower::connect::BodyFraming;
@@ -48,14 +48,30 @@ pub fn http1_head<B>(req: &Request<B>) -> Option<(Vec<u8>, Shape)> {
         head.extend_from_slice(part);
     }
     let mut length = false;
+    let mut cookies = 0;
     for (name, value) in req.headers() {
         if name == HOST {
+            continue;
+        }
+        if name == COOKIE {
+            cookies += 1;
             continue;
         }
         length |= name == http::header::CONTENT_LENGTH;
         for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
             head.extend_from_slice(part);
         }
+    }
+    // RFC 9113 §8.2.3: HTTP/2 may split `cookie` into crumbs, which HTTP/1.1 gets as one line.
+    if cookies > 0 {
+        head.extend_from_slice(b"cookie: ");
+        for (i, crumb) in req.headers().get_all(COOKIE).iter().enumerate() {
+            if i > 0 {
+                head.extend_from_slice(b"; ");
+            }
+            head.extend_from_slice(crumb.as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
     }
     // RFC 9110 §8.6: a method that defines a body says that it has none.
     let bodiless = matches!(
