@@ -233,6 +233,8 @@ pub fn response(buf: &[u8], is_head: bool, close_client: bool) -> Response {
         return Response::Invalid("malformed response head");
     };
     match status {
+        // Three digits, but not a status (hyper's client refuses them too).
+        0..=99 => return Response::Invalid("invalid status code"),
         101 => return Response::Invalid("101 Switching Protocols to a request without Upgrade"),
         100..=199 => return Response::Informational(len),
         _ => {}
